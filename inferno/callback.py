@@ -1,0 +1,240 @@
+"""Callbacks: objects whose hooks :class:`~inferno.ModelWrapper` fires during fit and predict.
+
+Every callback sees the whole training state through ``self.wrapper`` (``x``, ``y``, ``w``,
+``y_pred``, ``loss_val``, ``loss_func``, ``state``, ``epoch``, ``n_epochs``, ``stop``,
+``model``, ``opt``, ``data``, ``cbs``) and may change it.
+
+Hook order in ``fit``::
+
+    on_train_begin
+    for each epoch:  for state in ('train', 'valid'):
+        on_epoch_begin
+        for each batch:
+            on_batch_begin -> forward -> on_forwards_end
+            (train only) on_backwards_begin -> backward -> on_backwards_end -> step
+            on_batch_end
+        on_epoch_end
+    on_train_end
+
+and in ``predict``: ``on_pred_begin``, then per batch ``on_batch_begin`` -> forward ->
+``on_forwards_end`` -> ``on_batch_end``, then ``on_pred_end``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model_wrapper import ModelWrapper
+
+__all__ = ["AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "PredHandler",
+           "GradClip", "ProgressBar"]
+
+
+class AbsCallback:
+    """Base class: every hook is a no-op.
+
+    Attributes:
+        wrapper: the :class:`~inferno.ModelWrapper` driving the loop (set by it).
+        requires_grad_in_valid: set True in a callback that needs autograd during the
+            validation phase (the INFERNO loss differentiates with respect to nuisance
+            parameters there); otherwise validation runs under ``torch.no_grad()``.
+    """
+
+    requires_grad_in_valid: bool = False
+    wrapper: "ModelWrapper"
+
+    def set_wrapper(self, wrapper: "ModelWrapper") -> None:
+        self.wrapper = wrapper
+
+    def on_train_begin(self) -> None: ...
+    def on_epoch_begin(self) -> None: ...
+    def on_batch_begin(self) -> None: ...
+    def on_forwards_end(self) -> None: ...
+    def on_backwards_begin(self) -> None: ...
+    def on_backwards_end(self) -> None: ...
+    def on_batch_end(self) -> None: ...
+    def on_epoch_end(self) -> None: ...
+    def on_train_end(self) -> None: ...
+    def on_pred_begin(self) -> None: ...
+    def on_pred_end(self) -> None: ...
+
+
+class LossTracker(AbsCallback):
+    r"""Per-epoch training and validation loss history, kept in ``losses``.
+
+    The epoch value is :math:`\sum_b \ell_b W_b / \sum_b W_b` over batches ``b``, where
+    :math:`W_b` is ``wrapper.loss_weight`` for that batch: the summed event weights (or the
+    number of events) when the loss is a (weighted) average computed by ``loss_func``, and 1
+    when a callback sets the loss itself (e.g. INFERNO's, which is not an average over events).
+    The result is then exactly the average over the epoch's events, whatever the batch sizes.
+    Sums are kept as tensors so no device synchronisation happens per batch.
+    """
+
+    def __init__(self) -> None:
+        self.losses: Dict[str, List[float]] = {"train": [], "valid": []}
+
+    def on_train_begin(self) -> None:
+        self.losses = {"train": [], "valid": []}
+
+    def on_epoch_begin(self) -> None:
+        self._sum: Union[float, torch.Tensor] = 0.0
+        self._norm: Union[float, torch.Tensor] = 0.0
+
+    def on_batch_end(self) -> None:
+        wr = self.wrapper
+        if wr.loss_val is None:
+            return
+        wt = wr.loss_weight
+        self._sum = self._sum + wr.loss_val.detach().to(torch.float64) * wt
+        self._norm = self._norm + wt
+
+    def on_epoch_end(self) -> None:
+        if isinstance(self._norm, float) and self._norm == 0.0:
+            val = math.nan
+        else:
+            val = float(self._sum / self._norm)
+        self.losses[self.wrapper.state].append(val)
+
+    @property
+    def last(self) -> Optional[float]:
+        """The latest validation loss (training loss when there is no validation set)."""
+        for k in ("valid", "train"):
+            if self.losses[k]:
+                return self.losses[k][-1]
+        return None
+
+
+class EarlyStopping(AbsCallback):
+    """Stop training when the validation loss has not improved for ``patience`` epochs.
+
+    Reads the loss history from ``wrapper.loss_tracker``. ``min_delta``: improvement needed
+    to count as one.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.patience, self.min_delta = int(patience), float(min_delta)
+
+    def on_train_begin(self) -> None:
+        self.best, self.epochs_since_best = math.inf, 0
+
+    def on_epoch_end(self) -> None:
+        if not self._is_last_phase():
+            return
+        loss = self.wrapper.loss_tracker.last
+        if loss is not None and loss < self.best - self.min_delta:
+            self.best, self.epochs_since_best = loss, 0
+        else:
+            self.epochs_since_best += 1
+            if self.epochs_since_best >= self.patience:
+                self.wrapper.stop = True
+
+    def _is_last_phase(self) -> bool:
+        wr = self.wrapper
+        return wr.state == "valid" or wr.data.val_dl is None
+
+
+class SaveBest(AbsCallback):
+    """Save the model whenever the validation loss reaches a new minimum.
+
+    Args:
+        path: checkpoint file (written atomically through :meth:`ModelWrapper.save`).
+        auto_reload: at the end of training, load the best checkpoint back into the model.
+    """
+
+    def __init__(self, path: Union[str, Path], auto_reload: bool = True):
+        self.path, self.auto_reload = Path(path), auto_reload
+
+    def on_train_begin(self) -> None:
+        self.best = math.inf
+        self.best_epoch: Optional[int] = None
+
+    def on_epoch_end(self) -> None:
+        wr = self.wrapper
+        if not (wr.state == "valid" or wr.data.val_dl is None):
+            return
+        loss = wr.loss_tracker.last
+        if loss is not None and loss < self.best:
+            self.best, self.best_epoch = loss, wr.epoch
+            wr.save(self.path)
+
+    def on_train_end(self) -> None:
+        if self.auto_reload and self.best_epoch is not None:
+            self.wrapper.load(self.path)
+
+
+class PredHandler(AbsCallback):
+    """Collects the model outputs during ``predict``; ``get_preds()`` returns them as numpy.
+
+    Subclasses transform the output in :meth:`process` (e.g. argmax for INFERNO).
+    """
+
+    def on_pred_begin(self) -> None:
+        self.preds: List[torch.Tensor] = []
+
+    def process(self, y_pred: torch.Tensor) -> torch.Tensor:
+        return y_pred
+
+    def on_forwards_end(self) -> None:
+        if self.wrapper.state == "test":
+            self.preds.append(self.process(self.wrapper.y_pred.detach()))
+
+    def get_preds(self) -> np.ndarray:
+        return torch.cat(self.preds).cpu().numpy()
+
+
+class GradClip(AbsCallback):
+    """Clip gradients after the backward pass: by total norm (``clip_norm``) or by value."""
+
+    def __init__(self, clip: float, clip_norm: bool = True):
+        if not clip > 0:
+            raise ValueError(f"clip must be > 0, got {clip}")
+        self.clip, self.clip_norm = float(clip), clip_norm
+
+    def on_backwards_end(self) -> None:
+        params = self.wrapper.model.parameters()
+        if self.clip_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.clip)
+        else:
+            torch.nn.utils.clip_grad_value_(params, self.clip)
+
+
+class ProgressBar(AbsCallback):
+    """A tqdm bar over epochs showing the latest losses.
+
+    Quiet when ``quiet=True``, when stderr is not a terminal, or when the environment variable
+    ``INFERNO_QUIET`` is set.
+    """
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def _enabled(self) -> bool:
+        return not (self.quiet or os.environ.get("INFERNO_QUIET") or not sys.stderr.isatty())
+
+    def on_train_begin(self) -> None:
+        self.bar = None
+        if self._enabled():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.wrapper.n_epochs, desc="epochs", leave=False)
+
+    def on_epoch_end(self) -> None:
+        wr = self.wrapper
+        if self.bar is None or not (wr.state == "valid" or wr.data.val_dl is None):
+            return
+        ls = wr.loss_tracker.losses
+        post = {k: f"{v[-1]:.4g}" for k, v in ls.items() if v}
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

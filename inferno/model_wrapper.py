@@ -1,0 +1,265 @@
+"""The training loop: :class:`ModelWrapper`, a minimal loop that fires callback hooks."""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .callback import AbsCallback, LossTracker, PredHandler
+from .data import DataPair, DataSet, WeightedDataLoader
+
+__all__ = ["ModelWrapper"]
+
+
+def _per_event_loss(loss: Any) -> Optional[Callable]:
+    """A copy of a torch loss module that returns per-event values (``reduction='none'``)."""
+    if loss is None or not hasattr(loss, "reduction"):
+        return None
+    l2 = copy.copy(loss)
+    l2.reduction = "none"
+    return l2
+
+
+class ModelWrapper:
+    r"""Wraps a ``torch.nn.Module`` with ``fit``, ``predict``, ``save`` and ``load``.
+
+    Args:
+        model: the network.
+        device: where the model and batches live (default: the model's current device).
+
+    State visible to callbacks (``self.wrapper.<name>``): ``x``, ``y``, ``w`` (the batch),
+    ``y_pred``, ``loss_val``, ``loss_weight``, ``loss_func``, ``state``
+    ('train' | 'valid' | 'test'), ``epoch``, ``n_epochs``, ``stop``, ``model``, ``opt``,
+    ``data``, ``cbs``, ``loss_tracker``.
+
+    The loss of a batch is, for a torch loss module ``loss`` with a ``reduction`` attribute,
+    the weighted mean :math:`\sum_i w_i \ell_i / \sum_i w_i` (plain mean without weights);
+    other callables are called as ``loss(y_pred, y)``. With ``loss=None`` a callback must set
+    ``wrapper.loss_val`` in ``on_forwards_end``.
+    """
+
+    def __init__(self, model: nn.Module, device: Union[str, torch.device, None] = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if device is None:
+            p = next(model.parameters(), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.opt: Optional[torch.optim.Optimizer] = None
+        self.loss_func: Any = None
+        self.cbs: List[AbsCallback] = []
+        self.x: Optional[Tensor] = None
+        self.y: Optional[Tensor] = None
+        self.w: Optional[Tensor] = None
+        self.y_pred: Optional[Tensor] = None
+        self.loss_val: Optional[Tensor] = None
+        self.loss_weight: Union[float, Tensor] = 1.0
+        self.state = "test"
+        self.epoch, self.n_epochs, self.stop = 0, 0, False
+        self.data: Optional[DataPair] = None
+        self.loss_tracker: Optional[LossTracker] = None
+
+    # ------------------------------------------------------------------ hooks
+    def _fire(self, hook: str) -> None:
+        for cb in self.cbs:
+            getattr(cb, hook)()
+
+    def _set_cbs(self, cbs: Optional[Iterable[AbsCallback]]) -> None:
+        cbs = list(cbs or [])
+        for cb in cbs:
+            if not isinstance(cb, AbsCallback):
+                raise TypeError(f"callbacks must derive from AbsCallback, got {type(cb).__name__}")
+        self.cbs = cbs
+        for cb in cbs:
+            cb.set_wrapper(self)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, n_epochs: int, data: DataPair, opt: Callable[..., torch.optim.Optimizer],
+            loss: Any, cbs: Optional[Iterable[AbsCallback]] = None) -> Dict[str, List[float]]:
+        """Train for ``n_epochs`` (fewer if a callback sets ``wrapper.stop``).
+
+        Args:
+            n_epochs: number of epochs (>= 1).
+            data: training (and optional validation) loaders.
+            opt: builds the optimiser from the parameters, e.g.
+                ``functools.partial(torch.optim.Adam, lr=1e-3)``.
+            loss: a loss (module or callable), or None when a callback sets ``loss_val``.
+            cbs: callbacks. A :class:`LossTracker` is added in front if none is given.
+
+        Returns:
+            The loss history ``{'train': [...], 'valid': [...]}`` (one value per epoch).
+        """
+        if int(n_epochs) != n_epochs or n_epochs < 1:
+            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs}")
+        if not isinstance(data, DataPair):
+            raise TypeError(f"data must be a DataPair, got {type(data).__name__}")
+        cbs = list(cbs or [])
+        trackers = [c for c in cbs if isinstance(c, LossTracker)]
+        if not trackers:
+            trackers = [LossTracker()]
+            cbs.insert(0, trackers[0])
+        self._set_cbs(cbs)
+        self.loss_tracker = trackers[0]
+        self.data, self.n_epochs, self.stop = data, int(n_epochs), False
+        self.loss_func = loss
+        self._loss_none = _per_event_loss(loss)
+        self.opt = opt(self.model.parameters())
+        grad_in_valid = any(cb.requires_grad_in_valid for cb in self.cbs)
+
+        self._fire("on_train_begin")
+        for self.epoch in range(1, self.n_epochs + 1):
+            self.state = "train"
+            self.model.train()
+            self._run_epoch(data.trn_dl, train=True)
+            if data.val_dl is not None:
+                self.state = "valid"
+                self.model.eval()
+                with torch.set_grad_enabled(grad_in_valid):
+                    self._run_epoch(data.val_dl, train=False)
+            if self.stop:
+                break
+        self.model.eval()
+        self._fire("on_train_end")
+        return self.loss_tracker.losses
+
+    def _compute_loss(self) -> None:
+        if self.loss_func is None:
+            self.loss_val, self.loss_weight = None, 1.0
+            return
+        if self._loss_none is not None:
+            per_event = self._loss_none(self.y_pred, self.y)
+            if self.w is not None:
+                w = self.w.expand_as(per_event) if per_event.ndim == self.w.ndim else self.w.view(-1)
+                wsum = w.sum()
+                self.loss_val, self.loss_weight = (per_event * w).sum() / wsum, wsum
+            else:
+                self.loss_val, self.loss_weight = per_event.mean(), float(per_event.numel())
+        else:
+            self.loss_val, self.loss_weight = self.loss_func(self.y_pred, self.y), float(len(self.x))
+
+    def _run_epoch(self, dl: WeightedDataLoader, train: bool) -> None:
+        self._fire("on_epoch_begin")
+        dev = self.device
+        for x, y, w in dl:
+            self.x = x.to(dev, non_blocking=True)
+            self.y = None if y is None else y.to(dev, non_blocking=True)
+            self.w = None if w is None else w.to(dev, non_blocking=True)
+            self._fire("on_batch_begin")
+            self.y_pred = self.model(self.x)
+            self._compute_loss()
+            self._fire("on_forwards_end")
+            if self.loss_func is None:  # a callback set a loss that is not an event average
+                self.loss_weight = 1.0
+            if train:
+                if self.loss_val is None:
+                    raise RuntimeError("no loss: pass `loss` to fit or use a callback that sets "
+                                       "wrapper.loss_val in on_forwards_end")
+                self.opt.zero_grad(set_to_none=True)
+                self._fire("on_backwards_begin")
+                self.loss_val.backward()
+                self._fire("on_backwards_end")
+                self.opt.step()
+            self._fire("on_batch_end")
+        self._fire("on_epoch_end")
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, x_or_loader: Any, pred_cb: Optional[PredHandler] = None,
+                cbs: Optional[Iterable[AbsCallback]] = None, bs: int = 100_000) -> np.ndarray:
+        """Model outputs for an array/tensor/DataFrame or a :class:`WeightedDataLoader`.
+
+        Args:
+            x_or_loader: inputs, or a loader whose ``x`` is used.
+            pred_cb: collects (and possibly transforms) the outputs; default
+                :class:`PredHandler` (raw outputs).
+            cbs: extra callbacks, e.g. one that shifts inputs to a nuisance value.
+            bs: batch size when arrays are given.
+
+        Returns:
+            numpy array of outputs, one row per event in input order.
+        """
+        if isinstance(x_or_loader, WeightedDataLoader):
+            dl = WeightedDataLoader(x_or_loader.dataset, x_or_loader.batch_size)  # no shuffling
+        else:
+            x = x_or_loader.x if isinstance(x_or_loader, DataSet) else x_or_loader
+            dl = WeightedDataLoader(x if isinstance(x, DataSet) else DataSet(x), bs)
+        pred_cb = pred_cb if pred_cb is not None else PredHandler()
+        self._set_cbs([*(cbs or []), pred_cb])
+        self.state = "test"
+        self.model.eval()
+        grad = any(cb.requires_grad_in_valid for cb in self.cbs)
+        self._fire("on_pred_begin")
+        with torch.set_grad_enabled(grad):
+            for x, y, w in dl:
+                self.x = x.to(self.device)
+                self.y = None if y is None else y.to(self.device)
+                self.w = None if w is None else w.to(self.device)
+                self._fire("on_batch_begin")
+                self.y_pred = self.model(self.x)
+                self._fire("on_forwards_end")
+                self._fire("on_batch_end")
+        self._fire("on_pred_end")
+        return pred_cb.get_preds()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Union[str, Path]) -> None:
+        """Write the model (and optimiser) state to ``path`` atomically.
+
+        The state goes to a temporary file in the same folder, which is then renamed over
+        ``path``; an interrupted save leaves any earlier checkpoint intact.
+        """
+        path = Path(path)
+        if not path.parent.exists():
+            raise FileNotFoundError(f"folder {path.parent} does not exist")
+        state = {"model": self.model.state_dict(),
+                 "opt": None if self.opt is None else self.opt.state_dict()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load(self, path: Union[str, Path]) -> None:
+        """Load a checkpoint written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file is not a checkpoint, or it holds another architecture.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable checkpoint: {e}") from e
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError(f"{path} is not an inferno checkpoint (no 'model' entry)")
+        own = self.model.state_dict()
+        theirs = state["model"]
+        missing, unexpected = set(own) - set(theirs), set(theirs) - set(own)
+        shapes = [f"{k}: {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in set(own) & set(theirs) if theirs[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"checkpoint {path} does not match the model's architecture: "
+                f"missing {sorted(missing)}, unexpected {sorted(unexpected)}, "
+                f"shape mismatches {shapes}")
+        self.model.load_state_dict(theirs)
+        if state.get("opt") is not None and self.opt is not None:
+            try:
+                self.opt.load_state_dict(state["opt"])
+            except ValueError:
+                pass  # optimiser of another kind: model weights are what matter

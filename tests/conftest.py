@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("INFERNO_QUIET", "1")
