@@ -14,6 +14,7 @@ from torch import Tensor
 
 __all__ = ["DataSet", "WeightedDataLoader", "DataPair", "to_tensor"]
 
+_INT_DTYPES = (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 Batch = Tuple[Tensor, Optional[Tensor], Optional[Tensor]]
 
 
@@ -22,16 +23,14 @@ def to_tensor(a: Any, name: str = "array", dtype: torch.dtype = torch.float32) -
     if hasattr(a, "to_numpy"):  # pandas DataFrame / Series
         a = a.to_numpy()
     if isinstance(a, Tensor):
-        t = a.detach()
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(a))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{name} cannot be converted to a tensor: {e}") from e
-    if not (t.is_floating_point() or t.dtype in (torch.bool, torch.int8, torch.int16, torch.int32,
-                                                  torch.int64, torch.uint8)):
-        raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
-    return t.to(dtype)
+        if a.is_complex() or not (a.is_floating_point() or a.dtype in _INT_DTYPES):
+            raise ValueError(f"{name} must be real and numeric, got dtype {a.dtype}")
+        return a.detach().to(dtype)
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    # a writable copy in the target precision (pandas may hand out read-only views)
+    return torch.from_numpy(np.array(arr, dtype=torch.empty((), dtype=dtype).numpy().dtype))
 
 
 class DataSet:
