@@ -186,3 +186,27 @@ def test_bad_input(templates):
         interp_shape(np.zeros(3), f0, fu, fd[:2])
     with pytest.raises(ValueError, match="f_nom"):
         interp_shape(np.zeros(3), fu, fu, fd)
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_analytic_derivatives_match_autodiff(templates, code):
+    from inferno.interp import interp_derivatives
+
+    f0, fu, fd = _t(*templates)
+    grid = torch.tensor([-2.5, -1.0, -0.7, -1e-3, 0.4, 0.99, 1.0, 1.3, 3.0], dtype=torch.float64)
+    alphas = torch.stack([grid, grid.flip(0), 0.5 * grid], dim=-1)  # (9, 3)
+    val, d1, d2 = interp_derivatives(alphas, f0, fu, fd, code)
+    assert torch.allclose(val, interp_deltas(alphas, f0, fu, fd, code))
+
+    def per_nuis(a):  # (3,) -> (3, n_bins); delta_k depends on alpha_k only
+        return interp_deltas(a, f0, fu, fd, code)
+
+    for i in range(len(alphas)):
+        jac = jacfwd(per_nuis)(alphas[i])  # (3, n_bins, 3)
+        hes = jacfwd(jacfwd(per_nuis))(alphas[i])  # (3, n_bins, 3, 3)
+        for k in range(3):
+            assert torch.allclose(d1[i, k], jac[k, :, k], atol=1e-12)
+            assert torch.allclose(d2[i, k], hes[k, :, k, k], atol=1e-12)
+    # numpy in, numpy out
+    out = interp_derivatives(alphas.numpy(), *templates, code=code)
+    assert all(isinstance(o, np.ndarray) for o in out)
