@@ -387,9 +387,11 @@ def _fisher_grid(n_nodes: int, s: float, b: float, r: float, lam: float) -> np.n
     hi1 = c * sd1  # integrands are even in x1: integrate over [0, hi1] and double
     x1 = 0.5 * hi1 * (t + 1.0)
     w1 = hi1 * wt
-    u = 0.5 * (t + 1.0)  # x2 = -log(1 - u), dx2 = du / (1 - u)
-    x2 = -np.log1p(-u)
-    w2 = 0.5 * wt / (1.0 - u)
+    # x2 = -2 log(1 - u), dx2 = 2 du / (1 - u): the integrands become (1 - u)^p times powers
+    # of log(1 - u) with p >= 2 lam - 1 > 1, smooth enough at u = 1 for fast convergence
+    u = 0.5 * (t + 1.0)
+    x2 = -2.0 * np.log1p(-u)
+    w2 = wt / (1.0 - u)
 
     # separable factors of the densities
     gs0 = np.exp(-0.5 * x0 ** 2) / math.sqrt(2 * math.pi)
@@ -430,7 +432,7 @@ def paper_fisher_information(s: float = PAPER_S, b: float = PAPER_B, r: float = 
     The integral is a deterministic tensor-product Gauss-Legendre quadrature with ``n_nodes``
     nodes per dimension: :math:`x_0` on :math:`[\min(-10, 2 + r - 10\sqrt5),
     \max(10, 2 + r + 10\sqrt5)]`, :math:`x_1` on :math:`[0, 30]` (the integrand is even in
-    :math:`x_1`), and :math:`x_2 = -\log(1 - u)` with :math:`u \in [0, 1]`, which maps the
+    :math:`x_1`), and :math:`x_2 = -2\log(1 - u)` with :math:`u \in [0, 1]`, which maps the
     half line onto a finite interval without truncation. The truncation in
     :math:`x_0, x_1` (10 standard deviations) costs a relative :math:`O(e^{-50})`; the
     quadrature converges exponentially in ``n_nodes`` (see :func:`analytical_widths`).
