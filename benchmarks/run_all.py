@@ -1,0 +1,12 @@
+"""Run every benchmark script in this folder, one after the other (by hand, not in CI)."""
+import subprocess
+import sys
+from pathlib import Path
+
+here = Path(__file__).parent
+failed = []
+for script in sorted(here.glob("bench_*.py")):
+    print(f"\n=== {script.name} ===", flush=True)
+    if subprocess.call([sys.executable, str(script)]) != 0:
+        failed.append(script.name)
+sys.exit(f"failed: {failed}" if failed else 0)
