@@ -351,6 +351,15 @@ def _check_aux_list(aux: Any, n: int, name: str, allow_none: bool) -> List[Optio
     return aux
 
 
+def _neg_log_prob(d: Distribution, x: Tensor) -> Tensor:
+    """-log p(x) in float64 (closed form for Normal, whose parameters may be float32)."""
+    if type(d) is Normal:
+        loc, scale = d.loc.to(dtype=DTYPE, device=x.device), d.scale.to(dtype=DTYPE, device=x.device)
+        z = (x - loc) / scale
+        return 0.5 * z * z + torch.log(scale) + 0.5 * math.log(2 * math.pi)
+    return -d.log_prob(x).to(DTYPE)
+
+
 class _Model:
     r"""Batched evaluation of :math:`-\ln L`, its gradient and Hessian (see module docstring)."""
 
@@ -471,14 +480,14 @@ class _Model:
                 c = c + nlp.detach()
         return c, g, h
 
-    def _templates(self, alpha: Tensor, derivs: bool):
+    def _templates(self, alpha: Tensor, derivs: bool, right: Optional[Tensor] = None):
         """f_s, f_b (..., n_bins) and, if derivs, (d1, d2) per process (..., K, n_bins) or None."""
         out = []
         for nomv, sh in ((self.f_s_nom, self.s_shapes), (self.f_b_nom, self.b_shapes)):
             if sh is None:
                 out.append((nomv.expand(alpha.shape[:-1] + nomv.shape), None, None))
             elif derivs:
-                v, d1, d2 = _deltas_derivs(alpha, nomv, sh[0], sh[1], self.code)
+                v, d1, d2 = _deltas_derivs(alpha, nomv, sh[0], sh[1], self.code, right)
                 out.append((nomv + v.sum(-2), d1, d2))
             else:
                 out.append((nomv + _deltas(alpha, nomv, sh[0], sh[1], self.code).sum(-2), None, None))
@@ -504,10 +513,15 @@ class _Model:
             val = val + self._constraint_terms(p, gobs, derivs=False)[0]
         return val
 
-    def nll_grad_hess(self, p: Tensor, n: Tensor, lgam: Tensor, gobs: Optional[Tensor] = None):
-        """-ln L, gradient (..., P) and Hessian (..., P, P)."""
+    def nll_grad_hess(self, p: Tensor, n: Tensor, lgam: Tensor, gobs: Optional[Tensor] = None,
+                      right: Optional[Tensor] = None):
+        """-ln L, gradient (..., P) and Hessian (..., P, P).
+
+        For code 0, derivatives in an alpha_k sitting exactly on the kink (0) are the left
+        ones, or the right ones where the bool mask ``right`` (..., K) is True.
+        """
         K = self.K
-        (f_s, s1, s2), (f_b, b1, b2) = self._templates(p[..., 1:1 + K], derivs=True)
+        (f_s, s1, s2), (f_b, b1, b2) = self._templates(p[..., 1:1 + K], derivs=True, right=right)
         s, b = self._rates(p)
         nu = s[..., None] * f_s + b[..., None] * f_b
         val = self._poisson(nu, n, lgam)
@@ -561,66 +575,123 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
 
     p0: (B, P); n: (B, n_bins); gobs: (B, P) or None.  Returns p, nll, grad, hess,
     converged, n_iter, all per batch element.
+
+    Each element iterates until its Newton decrement 0.5 g^T H^-1 g is <= tol with an
+    undamped, positive-definite Hessian.  A Hessian that is not positive definite is
+    regularised (Levenberg damping H + lam I); a step failing the Armijo condition is
+    halved; a step that cannot decrease the NLL raises the damping.
+
+    Code 0 interpolation has a kink at alpha_k = 0.  A step that would cross it stops on it
+    (alpha_k = 0 exactly); an alpha_k on the kink stays there ("pinned") while 0 is in its
+    subdifferential, i.e. left derivative <= 0 <= right derivative, and otherwise moves
+    to the side whose one-sided derivative is negative, using that side's derivatives.
     """
     B, P = p0.shape
-    free_t = torch.as_tensor(list(free), dtype=torch.long, device=p0.device)
+    dev = p0.device
+    free_t = torch.as_tensor(list(free), dtype=torch.long, device=dev)
     F = len(free)
-    eye = torch.eye(F, dtype=DTYPE, device=p0.device)
+    eye = torch.eye(F, dtype=DTYPE, device=dev)
     lgam = torch.lgamma(n + 1.0).sum(-1)
+    K = model.K
+    kink = model.code == 0 and K > 0
+    # positions of the alphas inside the free vector (alphas are always free)
+    a_pos = torch.as_tensor([list(free).index(1 + k) for k in range(K)], dtype=torch.long, device=dev) if kink else None
     p = p0.clone()
     nll, g, H = model.nll_grad_hess(p, n, lgam, gobs)
-    lam = torch.zeros(B, dtype=DTYPE, device=p.device)
-    converged = torch.zeros(B, dtype=torch.bool, device=p.device)
+    lam = torch.zeros(B, dtype=DTYPE, device=dev)
+    converged = torch.zeros(B, dtype=torch.bool, device=dev)
     failed = ~torch.isfinite(nll)
-    n_iter = torch.zeros(B, dtype=torch.long, device=p.device)
-    ts = 0.5 ** torch.arange(1, n_halvings + 1, dtype=DTYPE, device=p.device)
-    for _ in range(max_iter + 1):
+    n_iter = torch.zeros(B, dtype=torch.long, device=dev)
+    ts = 0.5 ** torch.arange(0, n_halvings + 1, dtype=DTYPE, device=dev)  # 1, 1/2, 1/4, ...
+    for it in range(max_iter + 1):
+        pinned = torch.zeros(B, F, dtype=torch.bool, device=dev)
+        if kink:
+            alpha = p[:, 1:1 + K]
+            at0 = alpha == 0
+            if bool(at0.any()):
+                g_left = g[:, 1:1 + K]  # g was evaluated with left derivatives on the kink
+                g_right = model.nll_grad_hess(p, n, lgam, gobs, right=torch.ones_like(at0))[1][:, 1:1 + K]
+                pin_a = at0 & (g_left <= 0) & (g_right >= 0)
+                go_right = at0 & ~pin_a & (g_right < 0)
+                if bool(go_right.any()):
+                    nll, g, H = model.nll_grad_hess(p, n, lgam, gobs, right=go_right)
+                pinned[:, a_pos] = pin_a
         gf = g[:, free_t]
         Hf = H[:, free_t][:, :, free_t]
-        scale = Hf.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(1e-12)
-        L, info = torch.linalg.cholesky_ex(Hf + lam[:, None, None] * eye)
-        bad = info > 0
-        tries = 0
-        while bool(bad.any()) and tries < 40:
-            lam = torch.where(bad, torch.maximum(10.0 * lam, 1e-8 * scale), lam)
-            L, info = torch.linalg.cholesky_ex(Hf + lam[:, None, None] * eye)
+
+        def solve(pinned: Tensor, lam: Tensor):
+            gm = torch.where(pinned, torch.zeros_like(gf), gf)
+            keep = ~pinned
+            Hm = torch.where(keep[:, :, None] & keep[:, None, :], Hf, torch.zeros_like(Hf)) + torch.diag_embed(pinned.to(DTYPE))
+            scale = Hm.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(1e-12)
+            L, info = torch.linalg.cholesky_ex(Hm + lam[:, None, None] * eye)
             bad = info > 0
-            tries += 1
+            tries = 0
+            while bool(bad.any()) and tries < 40:
+                lam = torch.where(bad, torch.maximum(10.0 * lam, 1e-8 * scale), lam)
+                L, info = torch.linalg.cholesky_ex(Hm + lam[:, None, None] * eye)
+                bad = info > 0
+                tries += 1
+            d = -torch.cholesky_solve(gm.unsqueeze(-1), L).squeeze(-1)
+            return d, -(gm * d).sum(-1), lam, bad, scale
+
+        d, dec, lam, bad, scale = solve(pinned, lam)
+        if kink:
+            # an alpha leaving the kink must move to the side chosen above; else hold it there
+            alpha = p[:, 1:1 + K]
+            da = d[:, a_pos]
+            wrong = (alpha == 0) & ~pinned[:, a_pos] & (((da < 0) & go_right) | ((da > 0) & ~go_right))
+            if bool(wrong.any()):
+                pinned[:, a_pos] |= wrong
+                d, dec, lam, bad, scale = solve(pinned, lam)
         failed = failed | bad
-        d = -torch.cholesky_solve(gf.unsqueeze(-1), L).squeeze(-1)
-        dec = -(gf * d).sum(-1)  # g^T (H + lam I)^-1 g >= 0
         converged = converged | ((0.5 * dec <= tol) & (lam == 0) & ~failed)
         active = ~converged & ~failed
-        if not bool(active.any()) or _ == max_iter:
+        if not bool(active.any()) or it == max_iter:
             break
         step = torch.zeros_like(p)
         step[:, free_t] = torch.where(active[:, None], d, torch.zeros_like(d))
-        nll_1 = model.nll(p + step, n, lgam, gobs)
-        ok_1 = nll_1 <= nll - c_armijo * dec
-        t = torch.where(ok_1 & active, torch.ones_like(nll), torch.zeros_like(nll))
+        t_max = torch.ones(B, dtype=DTYPE, device=dev)
+        snap = None
+        if kink:  # stop on the kink if the step crosses it
+            alpha, da = p[:, 1:1 + K], step[:, 1:1 + K]
+            cross = (alpha != 0) & (alpha * (alpha + da) < 0)
+            t_cross = torch.where(cross, alpha / torch.where(cross, -da, torch.ones_like(da)), torch.full_like(da, math.inf))
+            t_first, k_first = t_cross.min(-1)
+            snap = t_first < 1.0
+            t_max = torch.where(snap, t_first, t_max)
+        cand = t_max[:, None] * ts[None, :]  # (B, n_t) step lengths, largest first
+        nll_1 = model.nll(p + t_max[:, None] * step, n, lgam, gobs)
+        ok_1 = nll_1 <= nll - c_armijo * t_max * dec
+        t = torch.where(ok_1 & active, t_max, torch.zeros_like(nll))
         need = active & ~ok_1
         if bool(need.any()):
             idx = need.nonzero().squeeze(-1)
-            p_l = p[idx, None, :] + ts[None, :, None] * step[idx, None, :]
+            ci = cand[idx, 1:]
+            p_l = p[idx, None, :] + ci[:, :, None] * step[idx, None, :]
             gi = None if gobs is None else gobs[idx, None, :]
             nll_l = model.nll(p_l, n[idx, None, :], lgam[idx, None], gi)
-            ok = nll_l <= nll[idx, None] - c_armijo * ts[None, :] * dec[idx, None]
+            ok = nll_l <= nll[idx, None] - c_armijo * ci * dec[idx, None]
             any_ok = ok.any(-1)
             first = torch.argmax(ok.to(torch.int8), dim=-1)  # largest step satisfying Armijo
             best = torch.argmin(torch.nan_to_num(nll_l, nan=math.inf), dim=-1)
             improves = nll_l.gather(-1, best[:, None]).squeeze(-1) < nll[idx]
             choice = torch.where(any_ok, first, best)
-            t_idx = torch.where(any_ok | improves, ts[choice], torch.zeros_like(ts[choice]))
-            t = t.index_put((idx,), t_idx)
+            t_sel = ci.gather(-1, choice[:, None]).squeeze(-1)
+            t = t.index_put((idx,), torch.where(any_ok | improves, t_sel, torch.zeros_like(t_sel)))
         moved = t > 0
         p = p + t[:, None] * step
-        scale_b = scale
-        lam = torch.where(moved, torch.where(lam / 10.0 < 1e-8 * scale_b, torch.zeros_like(lam), lam / 10.0), lam)
-        lam = torch.where(active & ~moved, torch.maximum(10.0 * lam, 1e-4 * scale_b), lam)
+        if snap is not None:  # land exactly on the kink
+            hit = moved & snap & (t == t_max)
+            if bool(hit.any()):
+                rows = hit.nonzero().squeeze(-1)
+                p[rows, 1 + k_first[rows]] = 0.0
+        lam = torch.where(moved, torch.where(lam / 10.0 < 1e-8 * scale, torch.zeros_like(lam), lam / 10.0), lam)
+        lam = torch.where(active & ~moved, torch.maximum(10.0 * lam, 1e-4 * scale), lam)
         n_iter = n_iter + active.long()
-        # a step that does not move is retried with more damping; give up when the damping
-        # dwarfs the curvature (the step would be zero in float64)
-        failed = failed | (active & ~moved & (lam > 1e12 * scale_b))
+        # a step that cannot decrease the NLL is retried with more damping; give up once the
+        # damping dwarfs the curvature (the step is then below float64 resolution)
+        failed = failed | (active & ~moved & (lam > 1e12 * scale))
         nll, g, H = model.nll_grad_hess(p, n, lgam, gobs)
     return p, nll, g, H, converged & ~failed, n_iter
 
@@ -980,7 +1051,7 @@ def calc_nll(s_true: Optional[float], b_true: float, mu: Union[float, Tensor], f
             raise ValueError(f"{len(aux)} {name} constraints for {n_a} nuisances")
         for k, dist in enumerate(aux):
             if dist is not None:
-                nll = nll - dist.log_prob(alphas[..., k].to(DTYPE)).to(DTYPE)
+                nll = nll + _neg_log_prob(dist, alphas[..., k].to(DTYPE))
         return nll
 
     nll = constrain(nll, shape_alpha if isinstance(shape_alpha, Tensor) or shape_alpha is None else _as_f64(shape_alpha, "shape_alpha"),

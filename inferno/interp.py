@@ -50,7 +50,7 @@ job (e.g. clamp at a small positive value, then divide by the sum).
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -132,11 +132,13 @@ def _deltas(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, code: Inte
     return torch.where(a > 1.0, a * d_up, torch.where(a < -1.0, a * d_dw, inside))
 
 
-def _deltas_derivs(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, code: InterpCode) -> Tuple[Tensor, Tensor, Tensor]:
+def _deltas_derivs(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, code: InterpCode,
+                   right: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Shifts and their first and second derivatives in alpha, each (..., n_nuis, n_bins).
 
     Inputs must be validated tensors.  The derivative at a kink (code 0 at alpha=0) is
-    the one-sided derivative that autograd would give through :func:`torch.where`.
+    the left one (as autograd gives through :func:`torch.where`), or the right one where the
+    optional bool mask ``right`` (shape of alpha) is True.
     """
     a = alpha.unsqueeze(-1)
     d_up = f_up - f_nom
@@ -144,6 +146,8 @@ def _deltas_derivs(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, cod
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     if code == 0:
         up = a > 0
+        if right is not None:
+            up = up | ((a == 0) & right.unsqueeze(-1))
         return torch.where(up, a * d_up, a * d_dw), torch.where(up, d_up, d_dw).expand_as(a * d_up), zero.expand_as(a * d_up)
     if code == 2:
         qa = 0.5 * (d_up - d_dw)
