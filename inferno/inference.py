@@ -581,6 +581,12 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     regularised (Levenberg damping H + lam I); a step failing the Armijo condition is
     halved; a step that cannot decrease the NLL raises the damping.
 
+    With large counts the NLL is a sum of large terms and is only known to about
+    eps * sum_i n_i (1 + |ln n_i|); once the predicted decrease 0.5 g^T H^-1 g is below that
+    rounding level, the line search cannot tell a good step from a bad one, so the
+    (undamped) Newton step is taken as it is: that close to the minimum the quadratic
+    model is accurate, and the next decrement is far below ``tol``.
+
     Code 0 interpolation has a kink at alpha_k = 0.  A step that would cross it stops on it
     (alpha_k = 0 exactly); an alpha_k on the kink stays there ("pinned") while 0 is in its
     subdifferential, i.e. left derivative <= 0 <= right derivative, and otherwise moves
@@ -592,6 +598,8 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     F = len(free)
     eye = torch.eye(F, dtype=DTYPE, device=dev)
     lgam = torch.lgamma(n + 1.0).sum(-1)
+    # rounding level of the NLL (see the docstring): below it Armijo tests are noise
+    fp_floor = 8.0 * torch.finfo(DTYPE).eps * (n * (1.0 + torch.log(n.clamp_min(1.0)))).sum(-1)
     K = model.K
     kink = model.code == 0 and K > 0
     # positions of the alphas inside the free vector (alphas are always free)
@@ -662,7 +670,7 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
             t_max = torch.where(snap, t_first, t_max)
         cand = t_max[:, None] * ts[None, :]  # (B, n_t) step lengths, largest first
         nll_1 = model.nll(p + t_max[:, None] * step, n, lgam, gobs)
-        ok_1 = nll_1 <= nll - c_armijo * t_max * dec
+        ok_1 = (nll_1 <= nll - c_armijo * t_max * dec) | ((0.5 * dec <= fp_floor) & torch.isfinite(nll_1))
         t = torch.where(ok_1 & active, t_max, torch.zeros_like(nll))
         need = active & ~ok_1
         if bool(need.any()):
