@@ -52,7 +52,7 @@ class ReproConfig:
 
     seeds: List[int] = field(default_factory=lambda: list(range(10)))
     models: Tuple[str, ...] = ALL_MODELS
-    epochs: int = 100
+    epochs: int = 40
     n_train: int = 200_000
     n_val: int = 100_000
     n_test: int = 1_000_000
@@ -113,15 +113,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ReproConfig:
     """Parse and validate the command line; errors exit before any training."""
     p = _parser()
     a = p.parse_args(argv)
-    q = a.quick
-    n_train = a.n_train if a.n_train is not None else (20_000 if q else 200_000)
+    d, q = ReproConfig(), a.quick
+    n_train = a.n_train if a.n_train is not None else (20_000 if q else d.n_train)
     cfg = ReproConfig(
-        seeds=list(range(a.first_seed, a.first_seed + (a.seeds if a.seeds is not None else (3 if q else 10)))),
+        seeds=list(range(a.first_seed, a.first_seed + (a.seeds if a.seeds is not None else (3 if q else len(d.seeds))))),
         models=tuple(m.strip() for m in a.models.split(",") if m.strip()),
-        epochs=a.epochs if a.epochs is not None else (20 if q else 100),
+        epochs=a.epochs if a.epochs is not None else (20 if q else d.epochs),
         n_train=n_train,
         n_val=a.n_val if a.n_val is not None else n_train // 2,
-        n_test=a.n_test if a.n_test is not None else (200_000 if q else 1_000_000),
+        n_test=a.n_test if a.n_test is not None else (200_000 if q else d.n_test),
         bs=a.bs, bins=a.bins, optimizer=a.optimizer, lr_bce=a.lr_bce, lr_inferno=a.lr_inferno,
         temperature=a.temperature,
         jobs=a.jobs if a.jobs is not None else (os.cpu_count() or 1),
@@ -191,36 +191,404 @@ def _test_set(n_test: int) -> Tuple[np.ndarray, np.ndarray]:
             sample_background(n_test // 2, seed=np.random.default_rng(ss[1])).astype(np.float32))
 
 
-class OptimalClassifierNet:
-    """Stand-in 'network' for the optimal classifier: the true f_s / (f_s + f_b) at nominal."""
-
-    def __new__(cls):
-        import torch
-        from torch import nn
-
-        from .paper import background_log_prob, signal_log_prob
-
-        class _Opt(nn.Module):
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                x64 = x.double()
-                return torch.sigmoid(signal_log_prob(x64) - background_log_prob(x64))[:, None]
-
-        return _Opt()
+# ----------------------------------------------------------------------------- nets, training
+#: Variations of the templates (paper section 4): r = -/+0.2 and lambda = 2.5 / 3.5, i.e. one
+#: unit of the interpolation parameter is 0.2 in r and 0.5 in lambda.
+R_VARS: Tuple[float, float] = (-0.2, 0.2)
+L_VARS: Tuple[float, float] = (2.5, 3.5)
+MU_TRUE, B_TRUE = 50.0, 1000.0
 
 
-def _bin_index(pred: np.ndarray, kind: str, bins: int) -> np.ndarray:
-    """Bin index per event: argmax for INFERNO, uniform bins of the signal probability else."""
+def _optimal_net():
+    """The optimal classifier as a module: the true f_s / (f_s + f_b) at the nominal r, lambda."""
+    import torch
+    from torch import nn
+
+    from .paper import background_log_prob, signal_log_prob
+
+    class OptimalClassifier(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x64 = x.double()
+            return torch.sigmoid(signal_log_prob(x64) - background_log_prob(x64))[:, None].float()
+
+    return OptimalClassifier()
+
+
+def _sigmoid_pred():
+    """Prediction handler turning the classifier's logit into the signal probability."""
+    import torch
+
+    from .callback import PredHandler
+
+    class SigmoidPred(PredHandler):
+        def process(self, y_pred: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(y_pred)
+
+    return SigmoidPred()
+
+
+def _keep_best():
+    """Callback keeping the weights of the epoch with the lowest validation loss (in memory)
+    and restoring them at the end of training."""
+    import copy
+
+    from .callback import AbsCallback
+
+    class KeepBest(AbsCallback):
+        def on_train_begin(self) -> None:
+            self.best, self.state, self.best_epoch = math.inf, None, 0
+
+        def on_epoch_end(self) -> None:
+            wr = self.wrapper
+            if wr.state != ("valid" if wr.data.val_dl is not None else "train"):
+                return
+            val = wr.loss_tracker.losses[wr.state][-1]
+            if math.isfinite(val) and val < self.best:
+                self.best, self.best_epoch = val, wr.epoch
+                self.state = copy.deepcopy(wr.model.state_dict())
+
+        def on_train_end(self) -> None:
+            if self.state is not None:
+                self.wrapper.model.load_state_dict(self.state)
+
+    return KeepBest()
+
+
+def train_model(name: str, seed: int, cfg: ReproConfig):
+    """Train model ``name`` ('bce' or 'inferno<k>') on the toy problem with training seed
+    ``seed``; returns the wrapper (weights of the best validation epoch), the loss history and
+    the epoch of the best validation loss."""
+    import torch
+    from torch import nn
+
+    from .inferno import VariableSoftmax, paper_inferno
+    from .model_wrapper import ModelWrapper
+    from .paper import get_paper_data
+
+    data = get_paper_data(cfg.n_train, bs=cfg.bs, seed=seed, n_val=cfg.n_val)
+    torch.manual_seed(seed)
+    if name == "bce":
+        net, loss, cbs, lr = build_net(1, cfg.hidden), nn.BCEWithLogitsLoss(), [], cfg.lr_bce
+    else:
+        net = nn.Sequential(*build_net(cfg.bins, cfg.hidden), VariableSoftmax(cfg.temperature))
+        loss, cbs, lr = None, [paper_inferno(int(name[len("inferno"):]), mu_true=MU_TRUE, b_true=B_TRUE)], cfg.lr_inferno
+    keep = _keep_best()
+    opt = functools.partial(torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD, lr=lr)
+    wrapper = ModelWrapper(net)
+    history = wrapper.fit(cfg.epochs, data, opt, loss, cbs=[*cbs, keep])
+    return wrapper, history, keep.best_epoch
+
+
+# ----------------------------------------------------------------------------- evaluation
+def model_templates(wrapper, kind: str, bins: int, x_sig: np.ndarray, x_bkg: np.ndarray) -> Dict[str, np.ndarray]:
+    """Templates of a trained model on the test set: ``f_s_nom``, ``f_b_nom`` and the background
+    ``f_b_up`` / ``f_b_dw`` (rows r, lambda) at r = +/-0.2, lambda = 3.5 / 2.5.
+
+    ``kind``: 'argmax' (INFERNO: bin = index of the largest output), 'logit' (a classifier's
+    logit, binned as its sigmoid in ``bins`` uniform bins of [0, 1]) or 'prob' (a probability).
+    """
+    from .inference import get_paper_syst_shapes, get_shape
+    from .inferno import InfernoPred
+
     if kind == "argmax":
-        return pred.reshape(len(pred), -1).argmax(1) if pred.ndim > 1 and pred.shape[1] > 1 \
-            else pred.reshape(-1).astype(np.int64)
-    prob = pred.reshape(-1)
-    return np.clip((prob * bins).astype(np.int64), 0, bins - 1)
+        pred_cb, edges = InfernoPred, bins
+    elif kind in ("logit", "prob"):
+        from .callback import PredHandler
+        pred_cb, edges = (_sigmoid_pred if kind == "logit" else PredHandler), np.linspace(0.0, 1.0, bins + 1)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    preds = wrapper.predict(x_sig, pred_cb=pred_cb())
+    out = {"f_s_nom": get_shape(preds.reshape(len(preds), -1)[:, 0] if preds.ndim > 1 else preds, edges)}
+    out.update(get_paper_syst_shapes(wrapper, x_bkg, bins=edges, pred_cb=pred_cb(),
+                                     r_vals=(R_VARS[0], 0.0, R_VARS[1]), l_vals=(L_VARS[0], 3.0, L_VARS[1])))
+    return {k: v.numpy() for k, v in out.items()}
 
 
-def model_templates(wrapper, kind: str, bins: int, x_sig: np.ndarray, x_bkg: np.ndarray,
-                    r_vals: Tuple[float, float] = (-0.2, 0.2),
-                    l_vals: Tuple[float, float] = (2.5, 3.5)) -> Dict[str, Any]:
-    """Nominal signal/background templates and the r, lambda up/down background templates."""
-    from .inference import get_paper_syst_shapes
-    return get_paper_syst_shapes(wrapper, x_sig, x_bkg, kind=kind, bins=bins,
-                                 r_vals=r_vals, l_vals=l_vals)
+def benchmark_model(tmpl: Dict[str, np.ndarray], k: int) -> Dict[str, Any]:
+    """Keyword arguments of :func:`inferno.calc_profile` for benchmark ``k`` on templates
+    ``tmpl``: the floating nuisances' up/down rows and their constraints in interpolation units
+    (N(r | 0, 0.4) -> N(alpha_r | 0, 2); N(lambda | 3, 1) -> N(alpha_l | 0, 2)), the linear
+    background-rate nuisance of benchmark 4 (N(b | 1000, 100)), interpolation code 2."""
+    from torch.distributions import Normal
+
+    from .paper import BENCHMARKS
+
+    bm = BENCHMARKS[k]
+    unit = {"r": (R_VARS[1] - R_VARS[0]) / 2.0, "l": (L_VARS[1] - L_VARS[0]) / 2.0}
+    rows, aux = [], []
+    for j, name in enumerate(("r", "l")):
+        if getattr(bm, f"float_{name}"):
+            std = getattr(bm, f"{name}_std")
+            rows.append(j)
+            aux.append(None if std is None else Normal(0.0, std / unit[name]))
+    kw: Dict[str, Any] = dict(f_s_nom=tmpl["f_s_nom"], f_b_nom=tmpl["f_b_nom"], interp_code=2)
+    if rows:
+        kw.update(f_b_up=np.asarray(tmpl["f_b_up"])[rows], f_b_dw=np.asarray(tmpl["f_b_dw"])[rows], shape_aux=aux)
+    if bm.float_b:
+        kw["b_norm_aux"] = [Normal(0.0, bm.b_std)]
+    return kw
+
+
+def profile_width(tmpl: Dict[str, np.ndarray], k: int, n_obs: Any = None, scan_points: int = 161,
+                  return_scan: bool = False):
+    """Half width of the 68% profile-likelihood interval of s on benchmark ``k``.
+
+    ``n_obs``: per-bin observed counts; default the Asimov data of the templates at s = 50,
+    b = 1000. The scan spans +/-3 Hessian uncertainties around the best fit.
+    """
+    from .inference import calc_profile, fit_mle, get_likelihood_width
+
+    kw = benchmark_model(tmpl, k)
+    if n_obs is None:
+        n_obs = MU_TRUE * np.asarray(tmpl["f_s_nom"]) + B_TRUE * np.asarray(tmpl["f_b_nom"])
+    fit = fit_mle(n_obs=n_obs, b_true=B_TRUE, mu_init=MU_TRUE, on_fail="ignore", **kw)
+    centre, unc = float(fit.mu), float(fit.mu_unc)
+    if not (math.isfinite(centre) and math.isfinite(unc) and unc > 0):
+        centre, unc = MU_TRUE, 50.0
+    mu = centre + unc * np.linspace(-3.0, 3.0, scan_points)
+    nll = calc_profile(n_obs=n_obs, mu_scan=mu, b_true=B_TRUE, on_fail="ignore", **kw).numpy()
+    try:
+        width = get_likelihood_width(nll, mu)
+    except ValueError:  # not inside the scan: widen once
+        mu = centre + unc * np.linspace(-8.0, 8.0, scan_points)
+        nll = calc_profile(n_obs=n_obs, mu_scan=mu, b_true=B_TRUE, on_fail="ignore", **kw).numpy()
+        width = get_likelihood_width(nll, mu)
+    return (width, mu, nll) if return_scan else width
+
+
+def shifted_asimov(wrapper, kind: str, bins: int, tmpl: Dict[str, np.ndarray], x_bkg: np.ndarray,
+                   r: float, lam: float) -> np.ndarray:
+    """Asimov counts 50 f_s + 1000 f_b(r, lambda) with the background at true values (r, lambda)."""
+    from .paper import paper_syst_transform
+
+    t = model_templates(wrapper, kind, bins, x_bkg[:2], paper_syst_transform(x_bkg, r, lam))
+    return MU_TRUE * np.asarray(tmpl["f_s_nom"]) + B_TRUE * t["f_b_nom"]
+
+
+def fig5_grid(n: int) -> Dict[str, np.ndarray]:
+    """True values of r and lambda for the width-vs-nuisance figure."""
+    return {"r": np.linspace(-0.5, 0.5, n), "l": np.linspace(2.0, 4.0, n)}
+
+
+_TEST_CACHE: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _cached_test_set(n_test: int) -> Tuple[np.ndarray, np.ndarray]:
+    if n_test not in _TEST_CACHE:
+        _TEST_CACHE.clear()
+        _TEST_CACHE[n_test] = _test_set(n_test)
+    return _TEST_CACHE[n_test]
+
+
+def evaluate(wrapper, kind: str, cfg: ReproConfig, detail: bool) -> Dict[str, Any]:
+    """Widths on benchmarks 0-4 (and, if ``detail``, the profile curves on benchmark 2, the
+    templates and the width against the true r and lambda)."""
+    x_sig, x_bkg = _cached_test_set(cfg.n_test)
+    tmpl = model_templates(wrapper, kind, cfg.bins, x_sig, x_bkg)
+    res: Dict[str, Any] = {"widths": {}}
+    for k in range(5):
+        w, mu, nll = profile_width(tmpl, k, scan_points=cfg.scan_points, return_scan=True)
+        res["widths"][k] = w
+        if detail and k == 2:
+            res["scan_b2"] = (mu.tolist(), nll.tolist())
+    if detail:
+        res["templates"] = {k: np.asarray(v).tolist() for k, v in tmpl.items()}
+        if cfg.fig5_points:
+            res["fig5"] = {}
+            for name, vals in fig5_grid(cfg.fig5_points).items():
+                ws = []
+                for v in vals:
+                    r, lam = (v, 3.0) if name == "r" else (0.0, v)
+                    n_obs = shifted_asimov(wrapper, kind, cfg.bins, tmpl, x_bkg, r, lam)
+                    ws.append(profile_width(tmpl, 2, n_obs=n_obs, scan_points=cfg.scan_points))
+                res["fig5"][name] = ws
+    return res
+
+
+def run_unit(name: str, seed: int, cfg: ReproConfig, threads: Optional[int] = None) -> Dict[str, Any]:
+    """Train and evaluate one (model, seed); the result is plain data (picklable)."""
+    import torch
+    if threads is not None:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    wrapper, history, best_epoch = train_model(name, seed, cfg)
+    t_train = time.perf_counter() - t0
+    detail = cfg.figures and seed == cfg.seeds[0]
+    res = evaluate(wrapper, "logit" if name == "bce" else "argmax", cfg, detail)
+    res.update(model=name, seed=seed, history=history, best_epoch=best_epoch, train_s=t_train,
+               total_s=time.perf_counter() - t0)
+    return res
+
+
+def run_optimal(cfg: ReproConfig) -> Dict[str, Any]:
+    """The optimal-classifier baseline, evaluated like the trained classifiers."""
+    from .model_wrapper import ModelWrapper
+    res = evaluate(ModelWrapper(_optimal_net()), "prob", cfg, detail=cfg.figures)
+    res.update(model="optimal", seed=-1)
+    return res
+
+
+# ----------------------------------------------------------------------------- reporting
+def summarise(runs: List[Dict[str, Any]], optimal: Dict[str, Any], analytical: Dict[int, float]):
+    """Per-run rows and the table (median, 16th and 84th percentiles over seeds)."""
+    import pandas as pd
+
+    rows = [dict(model=r["model"], seed=r["seed"], benchmark=k, width=w)
+            for r in runs for k, w in r["widths"].items()]
+    runs_df = pd.DataFrame(rows)
+    g = runs_df.groupby(["model", "benchmark"])["width"]
+    tab = pd.DataFrame({"median": g.median(), "p16": g.quantile(0.16), "p84": g.quantile(0.84),
+                        "n_seeds": g.size()}).reset_index()
+    tab["paper"] = [PAPER_TABLE.get(m, [math.nan] * 5)[b] for m, b in zip(tab["model"], tab["benchmark"])]
+    extra = [dict(model="optimal", benchmark=k, median=w, p16=w, p84=w, n_seeds=1, paper=math.nan)
+             for k, w in optimal["widths"].items()]
+    extra += [dict(model="analytical", benchmark=k, median=w, p16=w, p84=w, n_seeds=0, paper=math.nan)
+              for k, w in analytical.items()]
+    tab = pd.concat([tab, pd.DataFrame(extra)], ignore_index=True)
+    order = {m: i for i, m in enumerate([*ALL_MODELS, "optimal", "analytical"])}
+    tab = tab.sort_values(["model", "benchmark"], key=lambda c: c.map(order) if c.name == "model" else c)
+    tab.insert(1, "label", tab["model"].map(MODEL_LABELS))
+    return runs_df, tab.reset_index(drop=True)
+
+
+def results_markdown(tab, meta: Dict[str, Any]) -> str:
+    """The results table as markdown: ours (median [16%, 84%]) with the paper's median."""
+    lines = ["# INFERNO paper reproduction (de Castro & Dorigo 2019, table 2)", "",
+             "Expected half width of the 68% profile-likelihood interval of the signal yield s "
+             "(true s = 50, b = 1000) for each model (rows) on inference benchmarks 0-4 (columns). "
+             "Cells: median over seeds [16th, 84th percentile]; in parentheses the paper's median.", "",
+             "| model | " + " | ".join(f"benchmark {k}" for k in range(5)) + " |",
+             "|---|" + "---|" * 5]
+    for model, sub in tab.groupby("model", sort=False):
+        cells = []
+        for _, r in sub.sort_values("benchmark").iterrows():
+            c = f"{r['median']:.2f}"
+            if r["n_seeds"] > 1:
+                c += f" [{r['p16']:.2f}, {r['p84']:.2f}]"
+            if math.isfinite(r["paper"]):
+                c += f" ({r['paper']:.2f})"
+            cells.append(c)
+        lines.append(f"| {MODEL_LABELS[model]} | " + " | ".join(cells) + " |")
+    lines += ["", "Optimal classifier: the true f_s/(f_s+f_b) at nominal, 10 uniform bins, same evaluation. "
+              "Analytical likelihood: the Cramer-Rao bound of the unbinned likelihood on the true densities "
+              "(no binned summary can go below it).", "", "## Run", "",
+              f"- command: `{meta['command']}`",
+              f"- seeds: {meta['seeds']}",
+              f"- inferno {meta['inferno_version']} (commit {meta['git_commit']}), torch {meta['torch_version']}, python {meta['python']}",
+              f"- wall time: {meta['wall_s'] / 60:.1f} min on {meta['machine']}",
+              f"- settings: {json.dumps(meta['config'])}", ""]
+    return "\n".join(lines)
+
+
+def make_figures(runs: List[Dict[str, Any]], optimal: Dict[str, Any], cfg: ReproConfig, out: Path) -> List[str]:
+    """Figures 3, 4a, 4b and 5 of the paper from the first seed of each model."""
+    from . import plotting
+
+    first = {r["model"]: r for r in runs if r["seed"] == cfg.seeds[0]}
+    made = []
+    ref = "inferno2" if "inferno2" in first else next((m for m in first if m != "bce"), None)
+    shown = [m for m in ("bce", ref) if m in first]
+    for m in shown:
+        t = first[m]["templates"]
+        path = out / f"fig3_templates_{m}.png"
+        plotting.plot_templates(t["f_s_nom"], t["f_b_nom"],
+                                {"r": (t["f_b_up"][0], t["f_b_dw"][0]), "lambda": (t["f_b_up"][1], t["f_b_dw"][1])},
+                                title=f"{MODEL_LABELS[m]}: templates (r = +/-0.2, lambda = 2.5/3.5)",
+                                s=MU_TRUE, b=B_TRUE, path=path)
+        made.append(path.name)
+    hist = {MODEL_LABELS[m]: first[m]["history"] for m in first if m != "bce"}
+    if hist:
+        path = out / "fig4a_training.png"
+        plotting.plot_training_history(hist, title="INFERNO loss (expected variance of s)", logy=True, path=path)
+        made.append(path.name)
+    scans = {MODEL_LABELS[m]: first[m]["scan_b2"] for m in first}
+    scans[MODEL_LABELS["optimal"]] = optimal.get("scan_b2")
+    scans = {k: v for k, v in scans.items() if v is not None}
+    if scans:
+        path = out / "fig4b_profiles.png"
+        plotting.plot_likelihood_scans(scans, title="Profile likelihood, benchmark 2", mu_true=MU_TRUE, path=path)
+        made.append(path.name)
+    if cfg.fig5_points and all("fig5" in first[m] for m in shown):
+        grid = fig5_grid(cfg.fig5_points)
+        path = out / "fig5_width_vs_nuisance.png"
+        plotting.plot_width_vs_nuisance(
+            {"r": grid["r"], "lambda": grid["l"]},
+            {"r": {MODEL_LABELS[m]: np.asarray(first[m]["fig5"]["r"]) for m in shown},
+             "lambda": {MODEL_LABELS[m]: np.asarray(first[m]["fig5"]["l"]) for m in shown}},
+            title="Benchmark 2: expected width against the true nuisance value", path=path)
+        made.append(path.name)
+    return made
+
+
+# ----------------------------------------------------------------------------- main
+def _git_commit() -> Optional[str]:
+    """Commit of the package's source tree (None outside a git checkout)."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run(cfg: ReproConfig, log=print) -> Dict[str, Any]:
+    """Run the reproduction described by ``cfg``; writes the outputs and returns the table."""
+    import torch
+
+    from . import __version__
+    from .paper import analytical_widths
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    units = [(m, s) for m in cfg.models for s in cfg.seeds]
+    log(f"inferno-paper: {len(cfg.models)} model(s) x {len(cfg.seeds)} seed(s), {cfg.epochs} epochs, "
+        f"{cfg.n_train} training / {cfg.n_test} test events, {cfg.jobs} job(s) -> {out}")
+    runs: List[Dict[str, Any]] = []
+
+    def done(r: Dict[str, Any]) -> None:
+        runs.append(r)
+        ws = " ".join(f"{r['widths'][k]:.2f}" for k in range(5))
+        log(f"[{len(runs)}/{len(units)}] {r['model']:<8} seed {r['seed']}: widths(b0-4) {ws}  "
+            f"(train {r['train_s']:.0f} s, best epoch {r['best_epoch']})", flush=True)
+
+    if cfg.jobs > 1 and len(units) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(units)), mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(run_unit, m, s, cfg, 1) for m, s in units]
+            for f in as_completed(futs):
+                done(f.result())
+    else:
+        for m, s in units:
+            done(run_unit(m, s, cfg))
+    runs.sort(key=lambda r: (cfg.models.index(r["model"]), r["seed"]))
+    optimal = run_optimal(cfg)
+    analytical = analytical_widths()
+    runs_df, tab = summarise(runs, optimal, analytical)
+    figs = make_figures(runs, optimal, cfg, out) if cfg.figures else []
+    meta = dict(command="inferno-paper " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(
+        ("inferno-paper", "cli.py", "paper.py", "__main__.py")) else "run(ReproConfig(...))",
+        seeds=cfg.seeds, inferno_version=__version__, torch_version=torch.__version__,
+        python=platform.python_version(), git_commit=_git_commit(), machine=f"{platform.machine()}, {os.cpu_count()} cores",
+        wall_s=time.perf_counter() - t0, config=asdict(cfg), figures=figs,
+        histories={f"{r['model']}/{r['seed']}": r["history"] for r in runs},
+        best_epochs={f"{r['model']}/{r['seed']}": r["best_epoch"] for r in runs})
+    runs_df.to_csv(out / "runs.csv", index=False)
+    tab.to_csv(out / "results.csv", index=False, float_format="%.4f")
+    (out / "results.md").write_text(results_markdown(tab, meta))
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    log(results_markdown(tab, meta))
+    return dict(table=tab, runs=runs_df, meta=meta, out=out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point ``inferno-paper``."""
+    cfg = parse_args(argv)
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -29,8 +29,8 @@ import torch
 from scipy.special import expit
 from torch import Tensor
 
-from .callback import AbsCallback
-from .data import DataPair, DataSet, WeightedDataLoader
+from ..callback import AbsCallback
+from ..data import DataPair, DataSet, WeightedDataLoader
 
 __all__ = [
     "PAPER_S", "PAPER_B", "PAPER_R", "PAPER_L", "PAPER_PARAMS",
@@ -563,3 +563,4 @@ class PaperSystMod(AbsCallback):
 
     def __repr__(self) -> str:
         return f"PaperSystMod(r={self.r}, l={self.l})"
+
