@@ -40,10 +40,14 @@ as one batch; the gradient and Hessian are analytic:
 
 and the iteration stops, per batch element, when the Newton decrement
 :math:`\tfrac12 g^\top H^{-1} g` is below ``tol`` (an estimate of the distance to the
-minimum in units of NLL).
+minimum in units of NLL).  Because the NLL can have several minima in the shape nuisances
+(one per orthant of :math:`\vec\alpha` with code 0's kink, or with free nuisances), each
+point is by default also started with the shape nuisances at every corner of
+:math:`\{-1,+1\}^K`, in the same batch, and the lowest minimum is kept (``multistart``).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections import OrderedDict
@@ -616,6 +620,7 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
         if kink:
             alpha = p[:, 1:1 + K]
             at0 = alpha == 0
+            go_right = torch.zeros_like(at0)
             if bool(at0.any()):
                 g_left = g[:, 1:1 + K]  # g was evaluated with left derivatives on the kink
                 g_right = model.nll_grad_hess(p, n, lgam, gobs, right=torch.ones_like(at0))[1][:, 1:1 + K]
@@ -704,6 +709,53 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     return p, nll, g, H, converged & ~failed, n_iter
 
 
+#: at most this many shape nuisances get a start in every corner of {-1, +1}^K (else one
+#: start at +1 and one at -1 on each axis)
+_MAX_CORNER_K = 4
+
+
+def _shape_starts(K: int) -> Tensor:
+    """Extra starting values of the shape nuisances for :func:`_newton_multistart`."""
+    if K <= _MAX_CORNER_K:
+        return torch.tensor(list(itertools.product((-1.0, 1.0), repeat=K)), dtype=DTYPE)
+    eye = torch.eye(K, dtype=DTYPE)
+    return torch.cat([eye, -eye])
+
+
+def _newton_multistart(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: Sequence[int],
+                       tol: float, max_iter: int, multistart: bool):
+    """:func:`_newton` from ``p0`` and, with ``multistart`` and shape nuisances, also from
+    ``p0`` with the shape nuisances moved to each start of :func:`_shape_starts` (all as one
+    batch); per batch element, the lowest converged minimum is kept.
+
+    The NLL need not be convex in the shape nuisances: code 0 is linear on each side of
+    its kink, so each orthant of alpha space can hold its own minimum (the NLL is convex
+    within an orthant when the rates are fixed), and free or weakly constrained nuisances
+    can make code 2 / 4p multimodal too.  A single descent from alpha = 0 then stops in
+    whichever minimum it reaches first.  A start in every orthant finds each orthant's
+    minimum.  The first start (``p0``) is kept unless another is lower by more than ``tol``,
+    so a unimodal problem gives exactly the single-start result.
+    """
+    K = model.K
+    if not multistart or K == 0:
+        return _newton(model, p0, n, gobs, free, tol, max_iter)
+    alts = _shape_starts(K).to(p0.device)
+    S, B = 1 + alts.shape[0], p0.shape[0]
+    starts = p0.unsqueeze(0).repeat(S, 1, 1)
+    starts[1:, :, 1:1 + K] = alts[:, None, :]
+    p, nll, g, H, conv, n_iter = _newton(model, starts.reshape(S * B, -1), n.repeat(S, 1), None if gobs is None else gobs.repeat(S, 1),
+                                         free, tol, max_iter)
+    P = p.shape[-1]
+    p, nll, g, H = p.reshape(S, B, P), nll.reshape(S, B), g.reshape(S, B, P), H.reshape(S, B, P, P)
+    conv, n_iter = conv.reshape(S, B), n_iter.reshape(S, B)
+    val = torch.where(conv, nll, torch.full_like(nll, math.inf))
+    best = val.argmin(0)
+    best = torch.where(val[0] - val.gather(0, best[None])[0] > tol, best, torch.zeros_like(best))
+    best = torch.where(conv.any(0), best, torch.zeros_like(best))  # none converged: report the first start
+    ar = torch.arange(B, device=p.device)
+    return p[best, ar], nll[best, ar], g[best, ar], H[best, ar], conv[best, ar], n_iter.sum(0)
+
+
 # =========================================================================== observed data
 def _is_scalar(a: Any) -> bool:
     return isinstance(a, (int, float, np.integer, np.floating)) or (isinstance(a, (Tensor, np.ndarray)) and a.ndim == 0)
@@ -783,6 +835,14 @@ _MODEL_DOC = """
         n_steps: maximum number of Newton iterations.
         on_fail: ``'warn'`` (default: :class:`ConvergenceWarning`), ``'raise'``
             (``RuntimeError``) or ``'ignore'`` when some points do not converge.
+        multistart: besides the nominal start (all nuisances 0), start the shape nuisances
+            at every corner of :math:`\{-1, +1\}^K` (for :math:`K \le 4`; else at
+            :math:`\pm1` on each axis), all in the same batch, and keep the lowest minimum
+            (the nominal start's unless another is lower by more than ``tol``).  The NLL
+            can have several minima in the shape nuisances: code 0 is linear on each side
+            of its kink at 0, so every orthant can hold one, and free or weakly
+            constrained nuisances make codes 2 and 4p multimodal too; one descent from 0
+            can stop in a minimum that is not the lowest.  ``False``: the nominal start only.
 """
 
 
@@ -794,7 +854,7 @@ class ProfileResult:
         nll: profiled :math:`-\\ln L` at every scan point, shape ``(..., n_scan)``.
         params: parameters at every point, ``(..., n_scan, P)``, ordered as ``names``.
         converged: bool mask ``(..., n_scan)``.
-        n_iter: Newton iterations used per point.
+        n_iter: Newton iterations used per point (summed over the starts of ``multistart``).
         names: parameter names.
         mu_scan: the scan points.
     """
@@ -819,7 +879,7 @@ class FitResult:
             (NaN where the Hessian is not positive definite).
         nll: minimum :math:`-\\ln L`, ``(...)``.
         converged: bool mask ``(...)``.
-        n_iter: Newton iterations used.
+        n_iter: Newton iterations used (summed over the starts of ``multistart``).
         names: parameter names.
     """
 
@@ -852,7 +912,7 @@ def calc_profile(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, Arr
                  nonaux_b_norm: bool = False, b_true: Optional[float] = None,
                  interp_code: Union[int, str] = 2, global_obs: Optional[ArrayLike] = None,
                  tol: float = 1e-9, n_steps: int = 100, on_fail: str = "warn",
-                 return_result: bool = False, verbose: bool = False) -> Union[Tensor, ProfileResult]:
+                 return_result: bool = False, verbose: bool = False, multistart: bool = True) -> Union[Tensor, ProfileResult]:
     r"""Profile likelihood scan: :math:`\min_{\vec\theta} -\ln L(\mu, \vec\theta)` at every
     :math:`\mu` in ``mu_scan``.
 
@@ -904,8 +964,9 @@ def calc_profile(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, Arr
             params, conv = p0, torch.isfinite(nll)
             n_iter = torch.zeros(full, dtype=torch.long)
         else:
-            p, nll, _, _, conv, n_iter = _newton(model, p0.reshape(-1, model.P), nb.reshape(-1, model.n_bins), gb,
-                                                 free=range(1, model.P), tol=tol, max_iter=n_steps)
+            p, nll, _, _, conv, n_iter = _newton_multistart(model, p0.reshape(-1, model.P), nb.reshape(-1, model.n_bins),
+                                                            gb, free=range(1, model.P), tol=tol, max_iter=n_steps,
+                                                            multistart=multistart)
             params, nll, conv, n_iter = p.reshape(full + (model.P,)), nll.reshape(full), conv.reshape(full), n_iter.reshape(full)
     if verbose:
         print(f"calc_profile: {int(conv.sum())}/{conv.numel()} points converged, max {int(n_iter.max())} iterations")
@@ -924,7 +985,7 @@ def fit_mle(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, ArrayLik
             nonaux_b_norm: bool = False, b_true: Optional[float] = None,
             interp_code: Union[int, str] = 2, global_obs: Optional[ArrayLike] = None,
             mu_init: Optional[float] = None, tol: float = 1e-10, n_steps: int = 100,
-            on_fail: str = "warn") -> FitResult:
+            on_fail: str = "warn", multistart: bool = True) -> FitResult:
     r"""Maximum-likelihood fit of the signal yield and all nuisances, with Hessian
     uncertainties.
 
@@ -956,8 +1017,8 @@ def fit_mle(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, ArrayLik
     nb = n.expand(batch + (model.n_bins,)).reshape(-1, model.n_bins)
     gb = None if gobs is None else gobs.expand(batch + (model.P,)).reshape(-1, model.P)
     with torch.no_grad():
-        p, nll, _, H, conv, n_iter = _newton(model, p0.reshape(-1, model.P), nb, gb, free=range(model.P),
-                                             tol=tol, max_iter=n_steps)
+        p, nll, _, H, conv, n_iter = _newton_multistart(model, p0.reshape(-1, model.P), nb, gb, free=range(model.P),
+                                                        tol=tol, max_iter=n_steps, multistart=multistart)
         L, info = torch.linalg.cholesky_ex(H)
         pd = info == 0
         cov = torch.cholesky_inverse(torch.where(pd[:, None, None], L, torch.eye(model.P, dtype=DTYPE, device=L.device)))

@@ -25,7 +25,11 @@ How the model maps onto HistFactory (one channel):
   HistFactory's ``lumi`` modifier (the schema's only Gaussian-constrained multiplicative
   normalisation; its name is fixed to ``lumi``) on the background only, with
   :math:`\mathrm{lumi} = b / b_\mathrm{true}`, auxdata :math:`1 + c/b_\mathrm{true}`, width
-  :math:`\sigma / b_\mathrm{true}`;
+  :math:`\sigma / b_\mathrm{true}`.  (Not a ``normsys``: pyhf 0.7.6 allows it only the
+  exponential codes 1 and 4.  Nor a ``histosys`` with templates
+  :math:`b_\mathrm{true} f_b (1 \pm \sigma / b_\mathrm{true})`: histosys shifts add, so
+  with background shape nuisances it would miss the cross term
+  :math:`\beta\,\sum_k \delta_k(\alpha_k)` of :math:`(b_\mathrm{true} + \beta) f_b(\vec\alpha)`.)
 * a free background rate (``nonaux_b_norm``): a ``normfactor`` ``b_norm`` = :math:`b / b_\mathrm{true}`;
 * a signal-rate nuisance ``Normal(c, sigma)`` (additive, :math:`s = \mu + \sigma^s`): a
   sample ``signal_norm_j`` with zero nominal and a ``histosys`` ``s_norm_j`` of templates

@@ -297,6 +297,48 @@ def test_profile_reports_non_convergence(tmpl):
         calc_profile(n_obs=MU_TRUE + B_TRUE, mu_scan=mu, mu_true=MU_TRUE, **kw)  # converges: no warning
 
 
+@pytest.mark.parametrize("code", [0, 2])
+def test_multistart_finds_the_lowest_minimum(tmpl, code):
+    """Free shape nuisances: the NLL can have a minimum in each orthant of alpha (code 0 is
+    linear on each side of its kink, so the NLL is convex within an orthant), and a single
+    descent from alpha = 0 can stop above the profile.  The default multi-start result is
+    never above the single start's, is well below it somewhere, and equals the lowest of
+    scipy minimisations started in every orthant."""
+    f_s, f_b, up, dw = tmpl
+    kw = dict(f_s_nom=f_s, f_b_nom=f_b, f_b_up=up, f_b_dw=dw, interp_code=code, b_true=B_TRUE)
+    toys = generate_toys(MU_TRUE * f_s + B_TRUE * f_b, 20, seed=9)
+    mu = torch.linspace(10, 100, 7, dtype=F64)
+    if code == 0:  # the profile
+        multi = calc_profile(n_obs=toys, mu_scan=mu, return_result=True, **kw)
+        single = calc_profile(n_obs=toys, mu_scan=mu, return_result=True, multistart=False, **kw)
+        nll_m, nll_s, params = multi.nll, single.nll, multi.params
+        free = slice(1, None)
+    else:  # the global fit
+        multi = fit_mle(n_obs=toys, **kw)
+        single = fit_mle(n_obs=toys, multistart=False, **kw)
+        nll_m, nll_s, params = multi.nll, single.nll, multi.params
+        free = slice(0, None)
+    assert multi.converged.all()
+    assert (nll_m <= nll_s + 1e-9).all()
+    gap = (nll_s - nll_m).reshape(-1)
+    assert gap.max() > 0.05
+    for flat in torch.argsort(gap, descending=True)[:2].tolist():
+        t = flat // len(mu) if code == 0 else flat
+        p = params.reshape(-1, params.shape[-1])[flat]
+
+        def fun(th):
+            q = p.clone()
+            q[free] = torch.tensor(th, dtype=F64)
+            return float(calc_nll(None, B_TRUE, q[0], f_s, f_b, shape_alpha=q[1:], f_b_up=up, f_b_dw=dw,
+                                  n_obs=toys[t], interp_code=code))
+
+        x0s = [np.concatenate([p[free].numpy()[:-2], np.array(c)]) for c in ((0.5, 0.5), (0.5, -0.5), (-0.5, 0.5), (-0.5, -0.5))]
+        ref = min(optimize.minimize(fun, x0, method="Nelder-Mead",
+                                    options=dict(xatol=1e-10, fatol=1e-13, maxiter=40000, maxfev=40000)).fun for x0 in x0s)
+        assert float(nll_m.reshape(-1)[flat]) <= ref + 1e-8
+        assert math.isclose(float(nll_m.reshape(-1)[flat]), ref, rel_tol=1e-9, abs_tol=1e-7)
+
+
 def test_bad_input(tmpl):
     f_s, f_b, up, dw = tmpl
     mu = torch.linspace(20, 80, 5)
