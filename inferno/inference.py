@@ -1084,7 +1084,16 @@ def calc_nll(s_true: Optional[float], b_true: float, mu: Union[float, Tensor], f
         u = up.to(DTYPE) if isinstance(up, Tensor) else _as_f64(up, f"f_{proc}_up", nomv.device)
         d = dw.to(DTYPE) if isinstance(dw, Tensor) else _as_f64(dw, f"f_{proc}_dw", nomv.device)
         u, d = (u[None] if u.dim() == 1 else u), (d[None] if d.dim() == 1 else d)
+        for t, name in ((u, f"f_{proc}_up"), (d, f"f_{proc}_dw")):
+            if t.dim() != 2 or t.shape[1] != nomv.shape[0]:
+                raise ValueError(f"{name} must have shape (n_nuisances, n_bins={nomv.shape[0]}), got {tuple(t.shape)}")
+            _check_template(t.detach(), name)
+        if u.shape != d.shape:
+            raise ValueError(f"f_{proc}_up and f_{proc}_dw have different shapes: {tuple(u.shape)} vs {tuple(d.shape)}")
         a = shape_alpha.to(DTYPE) if isinstance(shape_alpha, Tensor) else _as_f64(shape_alpha, "shape_alpha")
+        if a.dim() == 0 or a.shape[-1] != u.shape[0]:
+            raise ValueError(f"shape_alpha must have shape (..., {u.shape[0]}) for the {u.shape[0]} shape nuisances "
+                             f"of f_{proc}_up/f_{proc}_dw, got {tuple(a.shape)}")
         from .interp import interp_shape
 
         return interp_shape(a, nomv, u, d, code)
@@ -1100,6 +1109,10 @@ def calc_nll(s_true: Optional[float], b_true: float, mu: Union[float, Tensor], f
     nu = s[..., None] * f_s + b[..., None] * f_b
     if n_obs is not None:
         n = _as_f64(n_obs, "n_obs", f_s0.device)
+        if n.dim() == 0 or n.shape[-1] != f_s0.shape[0]:
+            raise ValueError(f"n_obs must have shape (..., n_bins={f_s0.shape[0]}), got {tuple(n.shape)}")
+        if not torch.isfinite(n).all() or (n < 0).any():
+            raise ValueError("n_obs contains NaN, inf or negative counts")
     else:
         if s_true is None:
             raise ValueError("s_true is required for Asimov data (or pass n_obs)")

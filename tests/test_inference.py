@@ -373,6 +373,74 @@ def test_bad_input(tmpl):
         calc_profile(f_s, f_b, n_obs=torch.ones(9), mu_scan=mu, b_true=1000.0)
     with pytest.raises(ValueError, match="interpolation code"):
         calc_profile(f_s, f_b, interp_code=3, **args)
+    # NaN / negative up-down templates, named
+    bad_up = up.clone()
+    bad_up[1, 4] = math.nan
+    with pytest.raises(ValueError, match="f_b_up contains NaN"):
+        calc_profile(f_s, f_b, f_b_up=bad_up, f_b_dw=dw, **args)
+    with pytest.raises(ValueError, match="f_s_dw contains negative"):
+        calc_profile(f_s, f_b, f_s_up=up, f_s_dw=-dw, f_b_up=up, f_b_dw=dw, **args)
+    # up/down for some nuisances only
+    with pytest.raises(ValueError, match="f_b_up and f_b_dw have different shapes"):
+        calc_profile(f_s, f_b, f_b_up=up, f_b_dw=dw[:1], **args)
+    with pytest.raises(ValueError, match="f_s_up and f_s_dw must be given together"):
+        calc_profile(f_s, f_b, f_s_dw=dw, f_b_up=up, f_b_dw=dw, **args)
+    # a non-increasing scan (a repeated point)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        calc_profile(f_s, f_b, 1050.0, torch.tensor([10.0, 20.0, 20.0, 30.0]), 50.0)
+    # constraints that do not match the nuisances
+    with pytest.raises(ValueError, match="shape_aux has 3 entries but there are 2 shape nuisances"):
+        calc_profile(f_s, f_b, f_b_up=up, f_b_dw=dw, shape_aux=[Normal(0.0, 1.0)] * 3, **args)
+    with pytest.raises(ValueError, match="shape_aux has 1 entries but no up/down templates"):
+        calc_profile(f_s, f_b, shape_aux=[Normal(0.0, 1.0)], **args)
+    with pytest.raises(ValueError, match=r"shape_aux\[1\] must be a torch.distributions.Distribution"):
+        calc_profile(f_s, f_b, f_b_up=up, f_b_dw=dw, shape_aux=[Normal(0.0, 1.0), 2.0], **args)
+    with pytest.raises(ValueError, match=r"b_norm_aux\[0\] must be a torch.distributions.Distribution"):
+        calc_profile(f_s, f_b, b_norm_aux=[100.0], **args)
+    with pytest.raises(ValueError, match="global_obs must have shape"):
+        calc_profile(f_s, f_b, f_b_up=up, f_b_dw=dw, shape_aux=[Normal(0.0, 1.0)] * 2, global_obs=torch.zeros(3), **args)
+    # the fit, the coverage check and the export validate the same way
+    with pytest.raises(ValueError, match="f_b_nom contains NaN"):
+        fit_mle(f_s, bad_nan, 1050.0, 50.0)
+    with pytest.raises(ValueError, match="f_b_up contains NaN"):
+        check_coverage(f_s, f_b, 50.0, 1000.0, n_toys=2, f_b_up=bad_up, f_b_dw=dw)
+    from inferno.pyhf import to_pyhf_workspace
+
+    with pytest.raises(ValueError, match="shape_aux has 1 entries but there are 2"):
+        to_pyhf_workspace(f_s, f_b, 1050.0, 50.0, f_b_up=up, f_b_dw=dw, shape_aux=[Normal(0.0, 1.0)])
+
+
+def test_calc_nll_bad_input(tmpl):
+    f_s, f_b, up, dw = tmpl
+    a2 = torch.zeros(2, dtype=F64)
+    kw = dict(s_true=50.0, b_true=1000.0, mu=50.0, f_s_nom=f_s, f_b_nom=f_b)
+    assert torch.isfinite(calc_nll(**kw, shape_alpha=a2, f_b_up=up, f_b_dw=dw))  # the valid call
+    bad = f_s.clone()
+    bad[0] = -0.1
+    with pytest.raises(ValueError, match="f_s_nom contains negative"):
+        calc_nll(**dict(kw, f_s_nom=bad))
+    bad_dw = dw.clone()
+    bad_dw[0, 0] = math.inf
+    with pytest.raises(ValueError, match="f_b_dw contains NaN or inf"):
+        calc_nll(**kw, shape_alpha=a2, f_b_up=up, f_b_dw=bad_dw)
+    with pytest.raises(ValueError, match="different lengths"):
+        calc_nll(**dict(kw, f_b_nom=f_b[:-1]))
+    with pytest.raises(ValueError, match="f_b_up must have shape"):
+        calc_nll(**kw, shape_alpha=a2, f_b_up=up[:, :-1], f_b_dw=dw)
+    with pytest.raises(ValueError, match="f_b_up and f_b_dw have different shapes"):
+        calc_nll(**kw, shape_alpha=a2, f_b_up=up, f_b_dw=dw[:1])
+    with pytest.raises(ValueError, match="must be given together"):
+        calc_nll(**kw, shape_alpha=a2, f_b_up=up)
+    with pytest.raises(ValueError, match="shape_alpha must have shape"):
+        calc_nll(**kw, shape_alpha=torch.zeros(3, dtype=F64), f_b_up=up, f_b_dw=dw)
+    with pytest.raises(ValueError, match="1 shape constraints for 2 nuisances"):
+        calc_nll(**kw, shape_alpha=a2, f_b_up=up, f_b_dw=dw, shape_aux=[Normal(0.0, 1.0)])
+    with pytest.raises(ValueError, match="b_norm constraints are given but"):
+        calc_nll(**kw, b_norm_aux=[Normal(0.0, 100.0)])
+    with pytest.raises(ValueError, match="n_obs contains NaN"):
+        calc_nll(**kw, n_obs=torch.full((10,), math.nan))
+    with pytest.raises(ValueError, match="n_obs must have shape"):
+        calc_nll(**kw, n_obs=torch.ones(9))
 
 
 # --------------------------------------------------------------------------- fit, widths
