@@ -62,8 +62,8 @@ from torch.distributions import Distribution, Normal
 
 from .callback import AbsCallback, PredHandler
 from .interp import interp_shape
-from .nuisance import (Constraint, Nuisance, RateNuisance, ShapeNuisance, _check_nuisances,
-                       constraint_curvature)
+from .nuisance import (ColumnTransform, Constraint, Nuisance, RateNuisance, ShapeNuisance,
+                       _check_nuisances)
 from .paper import BENCHMARKS, PAPER_B, PAPER_L, PAPER_R, PAPER_S, paper_syst_transform
 
 __all__ = ["VariableSoftmax", "Inferno", "ApproxInferno", "PaperInferno", "ApproxPaperInferno",
@@ -118,70 +118,190 @@ _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiL
 
 
 def _leaf_supported(m: nn.Module) -> bool:
-    if isinstance(m, (nn.Linear, nn.Identity)) or isinstance(m, _ELEMENTWISE):
-        return True
+    """True when the layer-by-layer tangent propagation has an exact rule for leaf ``m`` in
+    its current (train/eval) mode."""
+    if isinstance(m, (nn.Linear, nn.Identity, nn.ReLU)):
+        return True  # ReLU's rule reads its output only, so inplace=True is fine
+    if isinstance(m, _ELEMENTWISE):
+        return not getattr(m, "inplace", False)  # the rule reads the leaf's input
     if isinstance(m, nn.Softmax):
         return m.dim in (-1, 1)
-    if isinstance(m, (nn.Dropout, nn.AlphaDropout)):
+    if isinstance(m, nn.Dropout):  # in training, the recorder keeps the mask
+        return True
+    if isinstance(m, nn.AlphaDropout):
         return (not m.training) or m.p == 0
     return False
 
 
-def _leaf_tangent(m: nn.Module, inp: Tensor, out: Tensor, idx: Tensor, t: Tensor) -> Tensor:
+_Call = Tuple[nn.Module, Tensor, Tensor, Optional[Tensor]]
+
+
+def _leaf_tangent(m: nn.Module, call: _Call, idx: slice, t: Tensor) -> Tensor:
     r"""Forward-mode derivative through one leaf: ``t`` (K, m, d_in) -> (K, m, d_out).
 
-    ``inp``/``out`` are the leaf's input/output on the whole batch (primal values) and
-    ``idx`` the m rows the tangents belong to.
+    ``call`` holds the leaf's input and output on the whole batch (primal values) and, for
+    Dropout in training, its mask; ``idx`` selects the m rows the tangents belong to.
     """
+    _, inp, out, extra = call
     if isinstance(m, nn.Linear):
-        return t @ m.weight.t()
-    if isinstance(m, (nn.Identity, nn.Dropout, nn.AlphaDropout)):
-        return t
+        return torch.matmul(t, m.weight.t())
     if isinstance(m, nn.ReLU):
-        return t * (out[idx] > 0).to(t.dtype)
+        # t where the output is > 0, else 0; the mask is piecewise constant in the weights,
+        # so it is detached (no zero gradients flow back into the primal graph)
+        o = out[idx].detach()
+        return torch.ops.aten.threshold_backward(t, o.expand_as(t), 0)
     if isinstance(m, nn.Tanh):
         o = out[idx]
         return t * (1 - o * o)
     if isinstance(m, nn.Sigmoid):
         o = out[idx]
-        return t * (o * (1 - o))
-    if isinstance(m, nn.Softmax):  # includes VariableSoftmax; the model output is 2-D here
+        return t * (o - o * o)
+    if isinstance(m, nn.Softmax):  # includes VariableSoftmax; activations are 2-D here
         o = out[idx]
         inv_t = 1.0 / getattr(m, "temp", 1.0)
-        return o * (t - (o * t).sum(-1, keepdim=True)) * inv_t
-    # other elementwise activations: their own forward-mode derivative, exact
+        return (t - (o * t).sum(-1, keepdim=True)) * (o * inv_t)
+    if extra is not None:  # Dropout in training: the recorded (scaled) mask
+        return t * extra[idx]
+    if isinstance(m, (nn.Identity, nn.Dropout, nn.AlphaDropout)):
+        return t
+    # other elementwise activations: their derivative, from their own forward-mode rule
     i = inp[idx]
-    _, tan = torch.func.jvp(m, (i.expand(t.shape[0], *i.shape),), (t,))
-    return tan
+    _, d = torch.func.jvp(m, (i,), (torch.ones_like(i),))
+    return t * d
 
 
 class _ActivationRecorder:
-    """Forward hooks on the leaves of a Sequential model, recording their input and output
-    during the wrapper's forward pass (only while armed)."""
+    """Forward hooks on the leaves of a Sequential model that record, while armed, every
+    leaf call in order with its input and output.
+
+    A module used at several places of the model (e.g. one activation object) is recorded
+    at each call. For ``nn.Dropout`` in training the hook keeps the mask of the forward
+    pass (scaled by 1/(1 - p)), so that the tangents see the same mask.
+    """
 
     def __init__(self, leaves: List[nn.Module]):
         self.leaves = leaves
         self.armed = False
-        self.store: List[Optional[Tuple[Tensor, Tensor]]] = [None] * len(leaves)
-        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(leaves)]
+        self.calls: List[_Call] = []
+        unique = list({id(m): m for m in leaves}.values())
+        self.handles = [m.register_forward_hook(self._hook) for m in unique]
 
-    def _hook(self, i: int):
-        def hook(mod: nn.Module, args: Tuple[Any, ...], out: Tensor) -> None:
-            if self.armed:
-                self.store[i] = (args[0], out)
-        return hook
+    def _hook(self, mod: nn.Module, args: Tuple[Any, ...], out: Tensor) -> None:
+        if not self.armed:
+            return
+        inp = args[0] if args else None
+        scale = None
+        if isinstance(mod, nn.Dropout) and mod.training and mod.p > 0:
+            # the derivative of out = inp * mask / (1 - p): read the mask off the output (an
+            # event where inp is exactly 0 gets 0, which is exact after a ReLU, whose tangent
+            # is 0 there too)
+            scale = (out.detach() != 0).to(out.dtype) * (1.0 / (1.0 - mod.p) if mod.p < 1 else 0.0)
+        self.calls.append((mod, inp, out, scale))
 
     def arm(self) -> None:
-        self.store = [None] * len(self.leaves)
+        self.calls = []
         self.armed = True
 
-    def disarm(self) -> None:
+    def collect(self, y_pred: Tensor) -> Optional[List[_Call]]:
+        """Stop recording; the calls if they are exactly one pass through the leaves that
+        produced ``y_pred``, else None."""
         self.armed = False
+        calls, self.calls = self.calls, []
+        if (len(calls) != len(self.leaves) or calls[-1][2] is not y_pred
+                or any(c[0] is not m for c, m in zip(calls, self.leaves))):
+            return None
+        return calls
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-        self.handles, self.store, self.armed = [], [None] * len(self.leaves), False
+        self.handles, self.calls, self.armed = [], [], False
+
+
+class _InputTangents:
+    r"""Tangents :math:`\partial x / \partial \theta_k` of the K shape nuisances of a group
+    on its m rows: ``dense`` (K, m, d), or, for :class:`~inferno.nuisance.ColumnTransform`
+    nuisances on distinct columns, ``cols`` (K column indices) and ``coef`` (K, m, 1):
+    tangent k is ``coef[k]`` in column ``cols[k]`` and zero elsewhere."""
+
+    __slots__ = ("n_feat", "dense_", "cols", "cols_t", "coef")
+
+    def __init__(self, n_feat: int, dense: Optional[Tensor] = None, cols: Optional[List[int]] = None,
+                 cols_t: Optional[Tensor] = None, coef: Optional[Tensor] = None):
+        self.n_feat, self.dense_, self.cols, self.cols_t, self.coef = n_feat, dense, cols, cols_t, coef
+
+    @property
+    def dense(self) -> Tensor:
+        if self.dense_ is None:
+            k, m = self.coef.shape[:2]
+            d = self.coef.new_zeros(k, m, self.n_feat)
+            for j, c in enumerate(self.cols):
+                d[j, :, c] = self.coef[j, :, 0]
+            self.dense_ = d
+        return self.dense_
+
+    def through_linear(self, lin: nn.Linear) -> Tensor:
+        """The tangents after a Linear layer, (K, m, d_out)."""
+        if self.dense_ is None:  # column form: coef_k * W[:, c_k], one broadcast product
+            return self.coef * lin.weight.index_select(1, self.cols_t).t().unsqueeze(1)
+        return torch.matmul(self.dense_, lin.weight.t())
+
+
+class _FisherPoiVariance(torch.autograd.Function):
+    r""":math:`[H^{-1}]_{\mu\mu}` with :math:`H = J\,\mathrm{diag}(1/\nu)\,J^\top + C` from the
+    raw soft histograms and their tangents, with an analytic backward.
+
+    Inputs (float64): ``hs``, ``hb`` (bins,) weighted means of the network outputs over the
+    signal/background rows; ``ds`` (K_s, bins), ``db`` (K_b, bins) the same means of the
+    output tangents; ``k``: constants (see :meth:`Inferno._fisher_consts`). With
+    :math:`c = 1/(1 + n_\text{bins}\epsilon)`, :math:`\tilde f = c(h + \epsilon)`,
+    :math:`\nu = S_0 \tilde f_s + B_0 \tilde f_b` and
+    :math:`J = \partial_\theta S\, \tilde f_s^\top + \partial_\theta B\, \tilde f_b^\top`
+    plus :math:`S_0 c\, d_s` / :math:`B_0 c\, d_b` on the rows of the shape nuisances.
+    With :math:`v = H^{-1} e_\mu` and :math:`u = (v^\top J)/\nu`, the variance changes by
+    :math:`-2\sum_i u_i\, v^\top \delta J_{:i} + \sum_i u_i^2\, \delta\nu_i`.
+
+    Returns the variance, the Hessian and Cholesky's ``info`` (the last two not
+    differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, hs: Tensor, hb: Tensor, ds: Tensor, db: Tensor, k: Dict[str, Any]):  # type: ignore[override]
+        c, eps = k["c"], k["eps"]
+        fs = (hs + eps) * c
+        fb = (hb + eps) * c
+        nu = k["S0"] * fs + k["B0"] * fb
+        jac = k["dS"] * fs + k["dB"] * fb  # (P, 1) * (bins,) -> (P, bins)
+        if ds.shape[0]:
+            jac.index_add_(0, k["pos_s"], ds, alpha=k["S0"] * c)
+        if db.shape[0]:
+            jac.index_add_(0, k["pos_b"], db, alpha=k["B0"] * c)
+        hess = torch.addmm(k["curv"], jac / nu, jac.t())
+        chol, info = torch.linalg.cholesky_ex(hess)
+        v = torch.cholesky_solve(k["e0"], chol)  # (P, 1)
+        ctx.save_for_backward(jac, nu, v)
+        ctx.k = k
+        ctx.mark_non_differentiable(hess, info)
+        return v[0, 0], hess, info
+
+    @staticmethod
+    def backward(ctx, g_var: Tensor, g_hess: Any, g_info: Any):  # type: ignore[override]
+        jac, nu, v = ctx.saved_tensors
+        k = ctx.k
+        c = k["c"]
+        u = (v.t() @ jac).squeeze(0) / nu  # (bins,)
+        u2 = u * u
+        vs, vb = (k["dS"] * v).sum(), (k["dB"] * v).sum()
+        g = g_var * c
+        g_hs = g * (k["S0"] * u2 - 2 * vs * u)
+        g_hb = g * (k["B0"] * u2 - 2 * vb * u)
+        g_ds = g_db = None
+        vu = -2 * g * v * u  # (P, bins)
+        if ctx.needs_input_grad[2]:
+            g_ds = vu.index_select(0, k["pos_s"]) * k["S0"]
+        if ctx.needs_input_grad[3]:
+            g_db = vu.index_select(0, k["pos_b"]) * k["B0"]
+        return g_hs, g_hb, g_ds, g_db, None
 
 
 # ------------------------------------------------------------------------ common base
@@ -332,21 +452,29 @@ class _InfernoBase(AbsCallback):
 
         wr = ModelWrapper(model)
         wr.x, wr.y, wr.w, wr.state = x.to(wr.device), y.to(wr.device), None if w is None else w.to(wr.device), "valid"
-        old = getattr(self, "wrapper", None)
+        saved = dict(self.__dict__)  # e.g. the state of a training loop this callback is in
+        self._forget_resources()
         self.set_wrapper(wr)
         try:
-            self._setup(wr.device)
-            self.on_batch_begin()
-            wr.y_pred = model(wr.x)
-            self.on_forwards_end()
+            with torch.set_grad_enabled(torch.is_grad_enabled() or self.requires_grad_in_valid):
+                self._setup(wr.device)
+                self.on_batch_begin()
+                wr.y_pred = model(wr.x)
+                self.on_forwards_end()
             return wr.loss_val
         finally:
             self._teardown()
-            if old is not None:
-                self.set_wrapper(old)
+            last = self.last_hessian
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            self.last_hessian = last
 
     def _teardown(self) -> None:
         """Release what _setup installed (nothing here)."""
+
+    def _forget_resources(self) -> None:
+        """Drop (without releasing) what _setup installed, so that a nested _setup/_teardown
+        leaves the resources of an ongoing training loop alone."""
 
     def _raise_bad(self, hess: Tensor) -> None:
         yp = self.wrapper.y_pred
@@ -376,9 +504,11 @@ class Inferno(_InfernoBase):
     in the training and the validation phases.
 
     At ``on_batch_begin`` the rows each shape nuisance acts on are passed through its
-    transform at the nominal value (so the network sees :math:`x(\theta_0)`), and the input
-    tangents :math:`\partial x / \partial \theta_k` are computed (forward mode, through the
-    user's transform).
+    transform at the nominal value (so the network sees :math:`x(\theta_0)`; a no-op for
+    transforms that are the identity there, as they should be), and the input tangents
+    :math:`\partial x / \partial \theta_k` are computed: analytically for the built-in
+    :class:`~inferno.nuisance.ColumnTransform` transforms (``shift_feature``,
+    ``scale_feature``, the paper's), otherwise by differentiating the user's transform.
 
     Args:
         nuisances: :class:`~inferno.nuisance.ShapeNuisance` (with a ``transform``) and
@@ -391,14 +521,16 @@ class Inferno(_InfernoBase):
             derivatives; ``'autograd'``: the batch is made a function of nuisance
             parameters (zero-valued, requiring grad) before the forward pass and the NLL is
             differentiated twice with autograd (the Asimov counts come from a second,
-            nominal forward pass). Both are exact; ``'fisher'`` is several times faster.
+            nominal forward pass with the same random state, so that Dropout draws the same
+            masks). Both are exact; ``'fisher'`` is several times faster.
         tangents: how ``'fisher'`` propagates the input tangents through the network:
             ``'auto'`` (``'sequential'`` when possible, else ``'jvp'``); ``'sequential'``:
             layer by layer, reusing the activations of the wrapper's forward pass recorded
-            by forward hooks (``nn.Sequential`` of Linear, elementwise activations,
-            Softmax/VariableSoftmax, Identity, and Dropout in eval mode); ``'jvp'``:
+            by forward hooks (``nn.Sequential``, possibly nested, of Linear, elementwise
+            activations, Softmax/VariableSoftmax, Identity and Dropout); ``'jvp'``:
             ``torch.func.jvp`` through the whole model on the affected rows (any model whose
-            output for an event depends on that event only).
+            output for an event depends on that event only and that draws no random
+            numbers in training).
         eps: floor added to every bin of the normalised shapes (see the module docstring).
 
     Attributes:
@@ -428,6 +560,18 @@ class Inferno(_InfernoBase):
         # validation phase; the Fisher form is computed in forward mode
         self.requires_grad_in_valid = hessian == "autograd"
         self._recorder: Optional[_ActivationRecorder] = None
+        # per group: the column form of the input tangents when every shape nuisance acting
+        # on it is a ColumnTransform and they act on distinct columns
+        self._col_form: Dict[str, Optional[List[int]]] = {}
+        for g in _GROUPS:
+            tr = [n.transform for _, n in self.group_nuis[g]]
+            cols = [t.col for t in tr if isinstance(t, ColumnTransform)]
+            ok = len(cols) == len(tr) and len(set(cols)) == len(cols) and (
+                all(c >= 0 for c in cols) or all(c < 0 for c in cols))
+            self._col_form[g] = cols if (ok and tr) else None
+        self._identity_at_nominal = {
+            g: all(isinstance(n.transform, ColumnTransform) and n.transform.is_identity(n.nominal)
+                   for _, n in self.group_nuis[g]) for g in _GROUPS}
 
     # -- setup / teardown
     def _setup(self, device: torch.device) -> None:
@@ -441,6 +585,9 @@ class Inferno(_InfernoBase):
         self._curv = torch.tensor([0.0] + [n.curvature() for n in self.nuisances], **f64)
         self._pos = {g: torch.tensor([p for p, _ in self.group_nuis[g]], dtype=torch.long,
                                      device=self.device) for g in _GROUPS}
+        self._cols_t = {g: None if cols is None else torch.tensor(cols, dtype=torch.long, device=self.device)
+                        for g, cols in self._col_form.items()}
+        self._consts: Dict[int, Dict[str, Any]] = {}
         self._remove_recorder()
         if self.hessian == "fisher" and self.tangents != "jvp" and self.shape_nuis:
             leaves = _leaves(self.wrapper.model) if hasattr(self, "wrapper") else None
@@ -455,6 +602,17 @@ class Inferno(_InfernoBase):
                 if not bad:
                     self._recorder = _ActivationRecorder(leaves)
 
+    def _fisher_consts(self, n_bins: int) -> Dict[str, Any]:
+        """Constants of :class:`_FisherPoiVariance` for ``n_bins`` bins (cached)."""
+        k = self._consts.get(n_bins)
+        if k is None:
+            P = self.n_params
+            k = dict(c=1.0 / (1.0 + n_bins * self.eps), eps=self.eps, S0=self._S0, B0=self._B0,
+                     dS=self._dS.reshape(P, 1), dB=self._dB.reshape(P, 1), pos_s=self._pos["s"],
+                     pos_b=self._pos["b"], curv=torch.diag(self._curv), e0=self._e0)
+            self._consts[n_bins] = k
+        return k
+
     def _remove_recorder(self) -> None:
         if self._recorder is not None:
             self._recorder.remove()
@@ -466,6 +624,9 @@ class Inferno(_InfernoBase):
     def _teardown(self) -> None:
         self._remove_recorder()
 
+    def _forget_resources(self) -> None:
+        self._recorder = None
+
     # -- per batch
     def _group_transform(self, g: str, x: Tensor, values: Tensor) -> Tensor:
         """Apply, in order, the shape nuisances acting on group g at ``values`` (K_g,)."""
@@ -476,22 +637,37 @@ class Inferno(_InfernoBase):
     def _nominal_values(self, g: str, dtype: torch.dtype) -> Tensor:
         return torch.tensor([n.nominal for _, n in self.group_nuis[g]], dtype=dtype, device=self.device)
 
-    def _input_tangents(self, g: str, xg: Tensor) -> Tuple[Tensor, Tensor]:
+    def _input_tangents(self, g: str, xg: Tensor) -> Tuple[Tensor, _InputTangents]:
         r"""Nominal inputs :math:`x(\theta_0)` of the rows ``xg`` of group ``g`` and the tangents
-        :math:`\partial x / \partial \theta_k` of its K shape nuisances, shape (K, m, d).
+        :math:`\partial x / \partial \theta_k` of its K shape nuisances.
 
-        The transforms map one scalar to many numbers; the tangents are obtained with two
-        reverse passes (the gradient :math:`J^\top u` is linear in a dummy cotangent
-        :math:`u`, and :math:`\partial (J^\top u)_k / \partial u = J_{:,k}`), which on small
-        elementwise transforms costs less than PyTorch's forward mode.
+        Built-in column transforms give them analytically. Otherwise the transforms map one
+        scalar to many numbers, and the tangents come from two reverse passes (the gradient
+        :math:`J^\top u` is linear in a dummy cotangent :math:`u`, and
+        :math:`\partial (J^\top u)_k / \partial u = J_{:,k}`), which on small elementwise
+        transforms costs less than PyTorch's forward mode.
         """
+        nuis = self.group_nuis[g]
+        m, d = xg.shape
+        cols = self._col_form[g]
+        if cols is not None:
+            if self._identity_at_nominal[g]:
+                xn = xg
+            else:
+                xn = self._group_transform(g, xg, self._nominal_values(g, xg.dtype))
+            coef = xg.new_empty(len(nuis), m, 1)
+            for j, (_, n) in enumerate(nuis):  # distinct columns: each sees the original column
+                coef[j, :, 0] = n.transform.column_tangent(xg, n.nominal)
+            cols = [c % d for c in cols]
+            cols_t = self._cols_t[g] if self._col_form[g][0] >= 0 else torch.tensor(cols, device=xg.device)
+            return xn, _InputTangents(d, cols=cols, cols_t=cols_t, coef=coef)
         v0 = self._nominal_values(g, xg.dtype)
         k = len(v0)
         with torch.enable_grad():
             v = v0.clone().requires_grad_(True)
             xp = self._group_transform(g, xg, v)
             if not xp.requires_grad:  # no dependence on the values at all
-                return xp.detach(), xg.new_zeros(k, *xg.shape)
+                return xp.detach(), _InputTangents(d, dense=xg.new_zeros(k, *xg.shape))
             u = torch.zeros_like(xp, requires_grad=True)
             (gv,) = torch.autograd.grad(xp, v, grad_outputs=u, create_graph=True)
             tans = []
@@ -502,28 +678,32 @@ class Inferno(_InfernoBase):
                 else:
                     t = torch.zeros_like(xg)
                 tans.append(t)
-        return xp.detach(), torch.stack(tans).detach()
+        return xp.detach(), _InputTangents(d, dense=torch.stack(tans).detach())
 
     def on_batch_begin(self) -> None:
         if not self._active():
             return
         wr = self.wrapper
         self._split()
-        self._in_tan: Dict[str, Tensor] = {}
+        self._in_tan: Dict[str, _InputTangents] = {}
         self._x_nom: Dict[str, Tensor] = {}
         x = wr.x  # reordered by _split
         if self.hessian == "fisher":
+            parts = {}
             for g in _GROUPS:
                 if self.group_nuis[g]:
-                    xn, tan = self._input_tangents(g, x[self._idx[g]])
-                    self._in_tan[g] = tan  # (K_g, m_g, d)
+                    xg = x[self._idx[g]]
+                    xn, tan = self._input_tangents(g, xg)
+                    self._in_tan[g] = tan
                     self._x_nom[g] = xn
-            wr.x = self._replace_rows(x, self._x_nom)
+                    if xn is not xg:
+                        parts[g] = xn
+            wr.x = self._replace_rows(x, parts)
             use_seq = self._recorder is not None and all(
                 _leaf_supported(m) for m in self._recorder.leaves)
-            if self.tangents == "sequential" and not use_seq:
+            if self.tangents == "sequential" and self._in_tan and not use_seq:
                 raise ValueError("tangents='sequential': the model has layers without a tangent rule "
-                                 "in the current mode (e.g. Dropout in training); use 'jvp'")
+                                 "in the current mode (e.g. AlphaDropout in training); use 'jvp'")
             self._use_seq = use_seq and bool(self._in_tan)
             if self._use_seq:
                 self._recorder.arm()
@@ -541,6 +721,12 @@ class Inferno(_InfernoBase):
                     self._x_nom[g] = self._group_transform(g, xg, v0.to(x.dtype))
                 parts[g] = self._group_transform(g, xg, vals)
             wr.x = self._replace_rows(x, parts)
+            # the random state of the forward pass, replayed for the nominal pass (Dropout)
+            self._rng = self._get_rng() if wr.model.training else None
+
+    def _get_rng(self) -> Tuple[Tensor, Optional[Tensor]]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
 
     def on_forwards_end(self) -> None:
         if not self._active():
@@ -549,10 +735,10 @@ class Inferno(_InfernoBase):
         yp = wr.y_pred
         self._check_output(yp)
         if self.hessian == "fisher":
-            hess = self._fisher_hessian(yp)
+            var = self._fisher_variance(yp)
         else:
-            hess = self._autograd_hessian(yp)
-        wr.loss_val = self._poi_variance(hess)
+            var = self._poi_variance(self._autograd_hessian(yp))
+        wr.loss_val = var
 
     def _output_tangents(self, yp: Tensor) -> Dict[str, Tensor]:
         """d y / d theta_k on the rows of each group: (K_g, m_g, n_bins)."""
@@ -561,48 +747,70 @@ class Inferno(_InfernoBase):
             return out
         if self._use_seq:
             rec = self._recorder
-            rec.disarm()
-            ok = all(s is not None for s in rec.store) and rec.store[-1][1] is yp
-            if ok:
-                for g, t in self._in_tan.items():
+            calls = rec.collect(yp)
+            if calls is not None:
+                first = calls[0][0]
+                for g, tan in self._in_tan.items():
                     idx = self._idx[g]
-                    for m, (inp, o) in zip(rec.leaves, rec.store):
-                        t = _leaf_tangent(m, inp, o, idx, t)
+                    if isinstance(first, nn.Linear):
+                        t = tan.through_linear(first)
+                        rest = calls[1:]
+                    else:
+                        t, rest = tan.dense, calls
+                    for call in rest:
+                        t = _leaf_tangent(call[0], call, idx, t)
                     out[g] = t
-                rec.store = [None] * len(rec.leaves)
                 return out
             if self.tangents == "sequential":
                 raise ValueError("tangents='sequential': the recorded activations do not match the "
-                                 "network output (was the model called on wrapper.x?)")
+                                 "network output (was the model called on wrapper.x, once?)")
         model = self.wrapper.model
-        for g, t in self._in_tan.items():
-            xg = self._x_nom[g]
-            _, tan = torch.func.vmap(lambda tt: torch.func.jvp(model, (xg,), (tt,)))(t)
-            out[g] = tan
+        for g, tan in self._in_tan.items():
+            xg, t = self._x_nom[g], tan.dense
+            try:
+                _, tan_out = torch.func.vmap(lambda tt: torch.func.jvp(model, (xg,), (tt,)))(t)
+            except RuntimeError as e:
+                if "random" not in str(e):
+                    raise
+                raise ValueError("tangents='jvp' reruns the model, which draws random numbers here "
+                                 "(e.g. Dropout in training): the tangents would not match the forward "
+                                 "pass. Use an nn.Sequential model (tangents='sequential') or "
+                                 "hessian='autograd'") from e
+            out[g] = tan_out
         return out
 
-    def _fisher_hessian(self, yp: Tensor) -> Tensor:
-        n_bins = yp.shape[1]
-        f = {g: self._floor(self._soft_hist(yp[self._idx[g]], g)) for g in _GROUPS}
-        jac = torch.outer(self._dS, f["s"]) + torch.outer(self._dB, f["b"])  # (P, bins)
-        norm = 1.0 / (1.0 + n_bins * self.eps)
-        scale = {"s": self._S0 * norm, "b": self._B0 * norm}
-        for g, t in self._output_tangents(yp).items():
-            df = self._soft_hist(t, g).to(torch.float64) * scale[g]  # (K_g, bins)
-            jac = jac.index_add(0, self._pos[g], df)
-        nu = self._S0 * f["s"] + self._B0 * f["b"]
-        return (jac / nu) @ jac.t() + torch.diag(self._curv)
+    def _fisher_variance(self, yp: Tensor) -> Tensor:
+        hist = {g: self._soft_hist(yp[self._idx[g]], g).to(torch.float64) for g in _GROUPS}
+        tans = self._output_tangents(yp)
+        empty = hist["s"].new_zeros(0, yp.shape[1])
+        d = {g: self._soft_hist(tans[g], g).to(torch.float64) if g in tans else empty for g in _GROUPS}
+        k = self._fisher_consts(yp.shape[1])
+        var, hess, info = _FisherPoiVariance.apply(hist["s"], hist["b"], d["s"], d["b"], k)
+        self.last_hessian = hess
+        if not bool((info == 0) & torch.isfinite(var) & (var > 0)):
+            self._raise_bad(hess)
+        return var
 
     def _autograd_hessian(self, yp: Tensor) -> Tensor:
         alpha = self._alpha
         theta0 = torch.tensor(self._theta0_phys(), dtype=torch.float64, device=self.device)
         f = {g: self._floor(self._soft_hist(yp[self._idx[g]], g)) for g in _GROUPS}
-        asimov_f = {}
-        for g in _GROUPS:
-            if g in self._x_nom:  # shapes at the nominal inputs, without the alpha dependence
-                asimov_f[g] = self._floor(self._soft_hist(self.wrapper.model(self._x_nom[g]), g))
-            else:
-                asimov_f[g] = f[g]
+        asimov_f = dict(f)
+        if self._x_nom:  # shapes at the nominal inputs, without the alpha dependence
+            model = self.wrapper.model
+            if self._rng is None:
+                for g, xg in self._x_nom.items():
+                    asimov_f[g] = self._floor(self._soft_hist(model(xg), g))
+            else:  # the whole batch with the random state of the forward pass: same masks
+                x_nom = self._replace_rows(self.wrapper.x.detach(), self._x_nom)
+                devices = [self.device] if self.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.set_rng_state(self._rng[0])
+                    if self._rng[1] is not None:
+                        torch.cuda.set_rng_state(self._rng[1], self.device)
+                    y0 = model(x_nom)
+                for g in self._x_nom:
+                    asimov_f[g] = self._floor(self._soft_hist(y0[self._idx[g]], g))
         s, b = self._yields(theta0 + alpha)
         nu = s * f["s"] + b * f["b"]
         n = self._S0 * asimov_f["s"] + self._B0 * asimov_f["b"]
@@ -778,8 +986,10 @@ class ApproxInferno(_InfernoBase):
 
 
 # ------------------------------------------------------------------------ the paper's toy problem
-class _PaperR:
+class _PaperR(ColumnTransform):
     """Transform ``(x, r)``: background x0 -> x0 + r (picklable)."""
+
+    col = 0
 
     def __init__(self, l0: float):
         self.l0 = float(l0)
@@ -787,15 +997,35 @@ class _PaperR:
     def __call__(self, x: Tensor, r: Tensor) -> Tensor:
         return paper_syst_transform(x, r, self.l0, l0=self.l0)
 
+    def column_tangent(self, x: Tensor, v: float) -> float:
+        return 1.0
 
-class _PaperL:
+    def is_identity(self, v: float) -> bool:
+        return float(v) == 0.0
+
+    def __repr__(self) -> str:
+        return f"_PaperR(l0={self.l0})"
+
+
+class _PaperL(ColumnTransform):
     """Transform ``(x, l)``: background x2 -> x2 * l0 / l (picklable)."""
+
+    col = 2
 
     def __init__(self, l0: float):
         self.l0 = float(l0)
 
     def __call__(self, x: Tensor, l: Tensor) -> Tensor:  # noqa: E741
         return paper_syst_transform(x, 0.0, l, l0=self.l0)
+
+    def column_tangent(self, x: Tensor, v: float) -> Tensor:
+        return x[:, 2] * (-self.l0 / float(v) ** 2)
+
+    def is_identity(self, v: float) -> bool:
+        return float(v) == self.l0
+
+    def __repr__(self) -> str:
+        return f"_PaperL(l0={self.l0})"
 
 
 def _as_list(a: Any) -> List[Any]:

@@ -57,8 +57,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Normal
 
-__all__ = ["Nuisance", "ShapeNuisance", "RateNuisance", "shift_feature", "scale_feature",
-           "constraint_curvature"]
+__all__ = ["Nuisance", "ShapeNuisance", "RateNuisance", "ColumnTransform", "shift_feature",
+           "scale_feature", "constraint_curvature"]
 
 Transform = Callable[[Tensor, Tensor], Tensor]
 InputMod = Callable[[Tensor], Tensor]
@@ -321,29 +321,69 @@ class RateNuisance(Nuisance):
                 f"nominal={self.nominal}, constraint={self.constraint})")
 
 
-class shift_feature:
+class ColumnTransform:
+    r"""Base of the built-in transforms that change one input column, event by event:
+    :math:`x'_c = g(x_c, v)`, the other columns unchanged.
+
+    Besides ``__call__(x, v)`` they give the exact INFERNO callback their derivative
+    analytically (:meth:`column_tangent`), which spares it differentiating through the
+    transform. Subclasses set ``col`` and implement :meth:`__call__`,
+    :meth:`column_tangent` and :meth:`is_identity`.
+    """
+
+    col: int
+
+    def column_tangent(self, x: Tensor, v: float) -> Union[float, Tensor]:
+        r""":math:`\partial x'_c / \partial v` at ``v`` for the rows ``x``: a float (the same
+        for every event) or a tensor of shape ``(n,)``."""
+        raise NotImplementedError
+
+    def is_identity(self, v: float) -> bool:
+        """True when ``transform(x, v)`` returns ``x`` exactly."""
+        raise NotImplementedError
+
+    def _check_col(self, x: Tensor) -> None:
+        if x.ndim != 2 or not -x.shape[1] <= self.col < x.shape[1]:
+            raise ValueError(f"{self!r}: x must have shape (n, > {self.col}), got {tuple(x.shape)}")
+
+
+class shift_feature(ColumnTransform):
     """Transform ``(x, v) -> x`` with column ``col`` shifted by ``v`` (picklable)."""
 
     def __init__(self, col: int):
         self.col = int(col)
 
     def __call__(self, x: Tensor, v: Tensor) -> Tensor:
-        c = self.col
+        self._check_col(x)
+        c = self.col % x.shape[1]
         return torch.cat([x[:, :c], x[:, c:c + 1] + v, x[:, c + 1:]], dim=1)
+
+    def column_tangent(self, x: Tensor, v: float) -> Union[float, Tensor]:
+        return 1.0
+
+    def is_identity(self, v: float) -> bool:
+        return float(v) == 0.0
 
     def __repr__(self) -> str:
         return f"shift_feature({self.col})"
 
 
-class scale_feature:
+class scale_feature(ColumnTransform):
     """Transform ``(x, v) -> x`` with column ``col`` multiplied by ``v`` (picklable)."""
 
     def __init__(self, col: int):
         self.col = int(col)
 
     def __call__(self, x: Tensor, v: Tensor) -> Tensor:
-        c = self.col
+        self._check_col(x)
+        c = self.col % x.shape[1]
         return torch.cat([x[:, :c], x[:, c:c + 1] * v, x[:, c + 1:]], dim=1)
+
+    def column_tangent(self, x: Tensor, v: float) -> Union[float, Tensor]:
+        return x[:, self.col]
+
+    def is_identity(self, v: float) -> bool:
+        return float(v) == 1.0
 
     def __repr__(self) -> str:
         return f"scale_feature({self.col})"
