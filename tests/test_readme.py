@@ -1,0 +1,25 @@
+"""The README's example runs and trains: its INFERNO loss goes down."""
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks, "README.md has no python example"
+    ns: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), ns)
+    losses = ns["wrapper"].loss_tracker.losses
+    assert losses["valid"][-1] < losses["valid"][0]
+    bins = ns["bins"]
+    assert bins.shape == (len(ns["data"].val_dl.dataset),) and bins.min() >= 0 and bins.max() < 10
+
+
+def test_readme_top_shows_the_two_commands():
+    text = README.read_text()
+    first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    cmds = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert cmds == ["make quick", "make test"]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
