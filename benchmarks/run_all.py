@@ -1,4 +1,9 @@
-"""Run every benchmark script in this folder, one after the other (by hand, not in CI)."""
+"""Run every benchmark script in this folder, one after the other (by hand, not in CI).
+
+Picks up every ``bench_*.py``: bench_inferno.py (INFERNO epoch), bench_loop.py (ModelWrapper
+vs a bare loop), bench_profile.py (batched profile-likelihood scan vs a loop over points).
+Run with ``OMP_NUM_THREADS=1`` for the small-tensor benchmarks.
+"""
 import subprocess
 import sys
 from pathlib import Path

@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Normal
 
-from .interp import _check_code, _deltas, _deltas_derivs
+from .interp import _check_code, _coeffs, _g_derivs
 
 __all__ = [
     "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes",
@@ -423,6 +423,8 @@ class _Model:
                              "use the nominal template for a nuisance that does not affect a process")
         self.K = max(ks, kb)
         self.s_shapes, self.b_shapes = s_sh, b_sh
+        self.s_coef = None if s_sh is None else _coeffs(self.f_s_nom, *s_sh)
+        self.b_coef = None if b_sh is None else _coeffs(self.f_b_nom, *b_sh)
         if shape_aux is not None and self.K == 0 and len(list(shape_aux)) > 0:
             raise ValueError(f"shape_aux has {len(list(shape_aux))} entries but no up/down templates were given")
         self.shape_aux = _check_aux_list(shape_aux, self.K, "shape_aux", allow_none=True)
@@ -446,6 +448,13 @@ class _Model:
             [(1 + k, d) for k, d in enumerate(self.shape_aux) if d is not None]
             + [(i, d) for i, d in zip(self.i_s, self.s_norm_aux)]
             + [(i, d) for i, d in zip(self.i_b, self.b_norm_aux)])
+        normal = [(i, d) for i, d in self.constraints if type(d) is Normal]
+        self._normal = None
+        if normal:
+            loc = torch.stack([d.loc.to(dtype=DTYPE, device=self.device) for _, d in normal])
+            scale = torch.stack([d.scale.to(dtype=DTYPE, device=self.device) for _, d in normal])
+            const = float(torch.log(scale).sum()) + 0.5 * math.log(2 * math.pi) * len(normal)
+            self._normal = (torch.tensor([i for i, _ in normal], device=self.device), loc, 1.0 / scale, const)
 
     # ------------------------------------------------------------------ pieces
     def _rates(self, p: Tensor) -> Tuple[Tensor, Tensor]:
@@ -462,53 +471,61 @@ class _Model:
         c = torch.zeros(p.shape[:-1], dtype=DTYPE, device=p.device)
         g = torch.zeros_like(p) if derivs else None
         h = torch.zeros_like(p) if derivs else None
+        if self._normal is not None:  # all Normal constraints at once, in closed form
+            idx, loc, inv_scale, const = self._normal
+            x = p[..., idx] if gobs is None else p[..., idx] - gobs[..., idx]
+            z = (x - loc) * inv_scale
+            c = c + 0.5 * (z * z).sum(-1) + const
+            if derivs:
+                g[..., idx] = z * inv_scale
+                h[..., idx] = (inv_scale * inv_scale).expand_as(z)
         for i, d in self.constraints:
-            x = p[..., i] if gobs is None else p[..., i] - gobs[..., i]
             if type(d) is Normal:
-                loc = d.loc.to(dtype=DTYPE, device=p.device)
-                scale = d.scale.to(dtype=DTYPE, device=p.device)
-                z = (x - loc) / scale
-                c = c + 0.5 * z * z + torch.log(scale) + 0.5 * math.log(2 * math.pi)
+                continue
+            x = p[..., i] if gobs is None else p[..., i] - gobs[..., i]
+            with torch.enable_grad():  # other distributions: derivatives by autograd
+                xr = x.detach().clone().requires_grad_(True)
+                nlp = -d.log_prob(xr).to(DTYPE)
                 if derivs:
-                    g[..., i] = z / scale
-                    h[..., i] = 1.0 / (scale * scale)
-            else:
-                with torch.enable_grad():
-                    xr = x.detach().clone().requires_grad_(True)
-                    nlp = -d.log_prob(xr).to(DTYPE)
-                    if derivs:
-                        (d1,) = torch.autograd.grad(nlp.sum(), xr, create_graph=True)
-                        (d2,) = torch.autograd.grad(d1.sum(), xr, allow_unused=True)
-                        g[..., i] = d1.detach()
-                        h[..., i] = torch.zeros_like(xr) if d2 is None else d2.detach()
-                c = c + nlp.detach()
+                    (d1,) = torch.autograd.grad(nlp.sum(), xr, create_graph=True)
+                    (d2,) = torch.autograd.grad(d1.sum(), xr, allow_unused=True)
+                    g[..., i] = d1.detach()
+                    h[..., i] = torch.zeros_like(xr) if d2 is None else d2.detach()
+            c = c + nlp.detach()
         return c, g, h
 
     def _templates(self, alpha: Tensor, derivs: bool, right: Optional[Tensor] = None):
-        """f_s, f_b (..., n_bins) and, if derivs, (d1, d2) per process (..., K, n_bins) or None."""
+        """``((f_s, d1_s), (f_b, d1_b), (g1, g2))``: the interpolated templates (..., n_bins),
+        if ``derivs`` their derivatives in alpha (..., K, n_bins) (None for a process without
+        shape nuisances), and g', g'' (..., K) of the separable form
+        ``delta_k = alpha_k S_k + g(alpha_k) A_k`` (:func:`inferno.interp._coeffs`), so the sum
+        over nuisances is a matrix product."""
+        g = g1 = g2 = None
+        if self.K:
+            g, g1, g2 = _g_derivs(alpha, self.code, right, derivs)
         out = []
-        for nomv, sh in ((self.f_s_nom, self.s_shapes), (self.f_b_nom, self.b_shapes)):
-            if sh is None:
-                out.append((nomv.expand(alpha.shape[:-1] + nomv.shape), None, None))
-            elif derivs:
-                v, d1, d2 = _deltas_derivs(alpha, nomv, sh[0], sh[1], self.code, right)
-                out.append((nomv + v.sum(-2), d1, d2))
-            else:
-                out.append((nomv + _deltas(alpha, nomv, sh[0], sh[1], self.code).sum(-2), None, None))
-        return out
+        for nomv, coef in ((self.f_s_nom, self.s_coef), (self.f_b_nom, self.b_coef)):
+            if coef is None:
+                out.append((nomv.expand(alpha.shape[:-1] + nomv.shape), None))
+                continue
+            S, A = coef
+            f = nomv + alpha @ S + g @ A
+            out.append((f, S + g1[..., None] * A if derivs else None))
+        return out[0], out[1], (g1, g2)
 
     def expected(self, p: Tensor) -> Tensor:
         """Expected counts nu, shape (..., n_bins)."""
-        (f_s, _, _), (f_b, _, _) = self._templates(p[..., 1:1 + self.K], derivs=False)
+        (f_s, _), (f_b, _), _ = self._templates(p[..., 1:1 + self.K], derivs=False)
         s, b = self._rates(p)
         return s[..., None] * f_s + b[..., None] * f_b
 
     @staticmethod
     def _poisson(nu: Tensor, n: Tensor, lgam: Tensor) -> Tensor:
-        bad = ((nu < 0) | ((nu == 0) & (n > 0))).any(-1)
-        safe = torch.where(nu > 0, nu, torch.ones_like(nu))
-        val = (nu - torch.xlogy(n, safe)).sum(-1) + lgam
-        return torch.where(bad, torch.full_like(val, math.inf), val)
+        # nu = 0 < n gives xlogy = -inf, so +inf; any nu < 0 is +inf too (log of a negative
+        # is NaN, and with n = 0 xlogy is 0, hence the explicit test)
+        val = (nu - torch.xlogy(n, nu)).sum(-1) + lgam
+        bad = (nu < 0).any(-1) | torch.isnan(val)
+        return torch.where(bad, math.inf, val)
 
     def nll(self, p: Tensor, n: Tensor, lgam: Tensor, gobs: Optional[Tensor] = None) -> Tensor:
         """-ln L, shape p.shape[:-1] (broadcast with n[..., :-1])."""
@@ -525,41 +542,45 @@ class _Model:
         ones, or the right ones where the bool mask ``right`` (..., K) is True.
         """
         K = self.K
-        (f_s, s1, s2), (f_b, b1, b2) = self._templates(p[..., 1:1 + K], derivs=True, right=right)
+        (f_s, s1), (f_b, b1), (g1, g2) = self._templates(p[..., 1:1 + K], derivs=True, right=right)
         s, b = self._rates(p)
         nu = s[..., None] * f_s + b[..., None] * f_b
         val = self._poisson(nu, n, lgam)
-        safe = torch.where(nu > 0, nu, torch.ones_like(nu))
-        ratio = torch.where(n > 0, n / safe, torch.zeros_like(nu))
+        safe = torch.where(nu > 0, nu, 1.0)
+        ratio = n / safe  # 0 where n = 0
         w = 1.0 - ratio  # d(-lnL)/d nu
         r2 = ratio / safe  # d2(-lnL)/d nu2
         rows = [f_s[..., None, :]]
         if K:
-            dnu_da = torch.zeros_like(nu).unsqueeze(-2).expand(nu.shape[:-1] + (K, nu.shape[-1]))
+            dnu_da = None  # d nu / d alpha_k = s d f_s / d alpha_k + b d f_b / d alpha_k
             if s1 is not None:
-                dnu_da = dnu_da + s[..., None, None] * s1
+                dnu_da = s[..., None, None] * s1
             if b1 is not None:
-                dnu_da = dnu_da + b[..., None, None] * b1
+                dnu_da = b[..., None, None] * b1 if dnu_da is None else dnu_da + b[..., None, None] * b1
             rows.append(dnu_da)
         if self.S:
             rows.append(f_s[..., None, :].expand(nu.shape[:-1] + (self.S, nu.shape[-1])))
         if self.Bn:
             rows.append(f_b[..., None, :].expand(nu.shape[:-1] + (self.Bn, nu.shape[-1])))
         J = torch.cat(rows, dim=-2)  # (..., P, n_bins)
-        grad = (J * w[..., None, :]).sum(-1)
-        hess = (J * r2[..., None, :]) @ J.transpose(-1, -2)
+        grad = (J @ w.unsqueeze(-1)).squeeze(-1)
+        hess = (J * r2.unsqueeze(-2)) @ J.transpose(-1, -2)
         if K:
+            # second derivatives of nu, through the separable form: d2 f / d alpha_k^2 =
+            # g''(alpha_k) A_k, and sum_i w_i d f_i / d alpha_k = w.S_k + g'(alpha_k) w.A_k
             ia = torch.arange(1, 1 + K, device=p.device)
             m_aa = torch.zeros(nu.shape[:-1] + (K,), dtype=DTYPE, device=p.device)
-            if s2 is not None:
-                m_aa = m_aa + (w[..., None, :] * s[..., None, None] * s2).sum(-1)
-                m_as = (w[..., None, :] * s1).sum(-1)  # d2 nu / d alpha_k d s = d f_s / d alpha_k
+            if self.s_coef is not None:
+                wa = w @ self.s_coef[1].T
+                m_aa = m_aa + s[..., None] * g2 * wa
+                m_as = w @ self.s_coef[0].T + g1 * wa  # d2 nu / d alpha_k d s = d f_s / d alpha_k
                 for col in [0] + self.i_s:
                     hess[..., ia, col] += m_as
                     hess[..., col, ia] += m_as
-            if b2 is not None:
-                m_aa = m_aa + (w[..., None, :] * b[..., None, None] * b2).sum(-1)
-                m_ab = (w[..., None, :] * b1).sum(-1)
+            if self.b_coef is not None:
+                wa = w @ self.b_coef[1].T
+                m_aa = m_aa + b[..., None] * g2 * wa
+                m_ab = w @ self.b_coef[0].T + g1 * wa
                 for col in self.i_b:
                     hess[..., ia, col] += m_ab
                     hess[..., col, ia] += m_ab
@@ -600,6 +621,8 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     dev = p0.device
     free_t = torch.as_tensor(list(free), dtype=torch.long, device=dev)
     F = len(free)
+    f0 = P - F  # free = range(f0, P) (the usual case) is sliced, not gathered
+    contiguous = list(free) == list(range(f0, P))
     eye = torch.eye(F, dtype=DTYPE, device=dev)
     lgam = torch.lgamma(n + 1.0).sum(-1)
     # rounding level of the NLL (see the docstring): below it Armijo tests are noise
@@ -629,13 +652,16 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
                 if bool(go_right.any()):
                     nll, g, H = model.nll_grad_hess(p, n, lgam, gobs, right=go_right)
                 pinned[:, a_pos] = pin_a
-        gf = g[:, free_t]
-        Hf = H[:, free_t][:, :, free_t]
+        gf = g[:, f0:] if contiguous else g[:, free_t]
+        Hf = H[:, f0:, f0:] if contiguous else H[:, free_t][:, :, free_t]
 
         def solve(pinned: Tensor, lam: Tensor):
-            gm = torch.where(pinned, torch.zeros_like(gf), gf)
-            keep = ~pinned
-            Hm = torch.where(keep[:, :, None] & keep[:, None, :], Hf, torch.zeros_like(Hf)) + torch.diag_embed(pinned.to(DTYPE))
+            if kink:
+                gm = torch.where(pinned, 0.0, gf)
+                keep = ~pinned
+                Hm = torch.where(keep[:, :, None] & keep[:, None, :], Hf, 0.0) + torch.diag_embed(pinned.to(DTYPE))
+            else:  # nothing is ever pinned
+                gm, Hm = gf, Hf
             scale = Hm.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(1e-12)
             L, info = torch.linalg.cholesky_ex(Hm + lam[:, None, None] * eye)
             bad = info > 0

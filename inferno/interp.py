@@ -168,6 +168,58 @@ def _deltas_derivs(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, cod
     return val, d1, d2
 
 
+def _coeffs(f_nom: Tensor, f_up: Tensor, f_dw: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Templates ``(S, A)``, each (n_nuis, n_bins), of the separable form of the shifts.
+
+    Every code's shift is :math:`\delta_k(\alpha) = \alpha\, S_k + g(\alpha)\, A_k` with
+    :math:`S = \tfrac12(\Delta^+ + \Delta^-)`, :math:`A = \tfrac1{16}(\Delta^+ - \Delta^-)`
+    (:math:`\Delta^+ = f^+ - f^0`, :math:`\Delta^- = f^0 - f^-`) and a scalar function
+    :math:`g` of the code (:func:`_g_derivs`), so sums over nuisances are matrix products.
+    """
+    d_up = f_up - f_nom
+    d_dw = f_nom - f_dw
+    return 0.5 * (d_up + d_dw), 0.0625 * (d_up - d_dw)
+
+
+def _g_derivs(alpha: Tensor, code: InterpCode, right: Optional[Tensor] = None,
+              derivs: bool = True) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    r""":math:`g(\alpha)`, :math:`g'` and :math:`g''` (shape of ``alpha``) of the separable
+    form of :func:`_coeffs`:
+
+    * code 0: :math:`g = 8|\alpha|` (:math:`\Delta^\pm = S \pm 8A`); at the kink
+      :math:`g' = -8` (the :math:`\alpha \le 0` branch, as :func:`_deltas_derivs`), or
+      :math:`+8` where ``right`` is True;
+    * code 2: with :math:`c = \mathrm{clamp}(\alpha, -1, 1)`, :math:`g = 8c(2\alpha - c)`,
+      :math:`g' = 16c`, :math:`g'' = 16\,[|\alpha| \le 1]` (:math:`a = 8A`, :math:`b = S`);
+    * code 4p: :math:`g = \alpha^2(15 - 10\alpha^2 + 3\alpha^4)` inside :math:`|\alpha| \le 1`,
+      :math:`8|\alpha|` outside.
+
+    Derivatives are None unless ``derivs``.
+    """
+    if code == 0:
+        g = 8.0 * alpha.abs()
+        if not derivs:
+            return g, None, None
+        pos = alpha > 0
+        if right is not None:
+            pos = pos | ((alpha == 0) & right)
+        return g, torch.where(pos, 8.0, -8.0).to(alpha.dtype), torch.zeros_like(alpha)
+    if code == 2:
+        c = alpha.clamp(-1.0, 1.0)
+        g = 8.0 * c * (2.0 * alpha - c)
+        if not derivs:
+            return g, None, None
+        return g, 16.0 * c, torch.where(alpha.abs() <= 1.0, 16.0, 0.0).to(alpha.dtype)
+    a2 = alpha * alpha
+    out = alpha.abs() > 1.0
+    g = torch.where(out, 8.0 * alpha.abs(), a2 * (15.0 + a2 * (-10.0 + 3.0 * a2)))
+    if not derivs:
+        return g, None, None
+    g1 = torch.where(out, 8.0 * alpha.sign(), alpha * (30.0 + a2 * (-40.0 + 18.0 * a2)))
+    g2 = torch.where(out, torch.zeros_like(alpha), 30.0 + a2 * (-120.0 + 90.0 * a2))
+    return g, g1, g2
+
+
 def interp_derivatives(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw: ArrayLike,
                        code: InterpCode = 2) -> Tuple[Union[Tensor, np.ndarray], ...]:
     r"""Shifts :math:`\delta_k(\alpha_k)` with their analytic derivatives.
