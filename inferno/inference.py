@@ -862,8 +862,8 @@ _MODEL_DOC = """
         on_fail: ``'warn'`` (default: :class:`ConvergenceWarning`), ``'raise'``
             (``RuntimeError``) or ``'ignore'`` when some points do not converge.
         multistart: besides the nominal start (all nuisances 0), start the shape nuisances
-            at every corner of :math:`\{-1, +1\}^K` (for :math:`K \le 4`; else at
-            :math:`\pm1` on each axis), all in the same batch, and keep the lowest minimum
+            at every corner of :math:`\\{-1, +1\\}^K` (for :math:`K \\le 4`; else at
+            :math:`\\pm1` on each axis), all in the same batch, and keep the lowest minimum
             (the nominal start's unless another is lower by more than ``tol``).  The NLL
             can have several minima in the shape nuisances: code 0 is linear on each side
             of its kink at 0, so every orthant can hold one, and free or weakly
