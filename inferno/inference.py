@@ -928,6 +928,13 @@ class FitResult:
         return self.uncertainties[..., 0]
 
 
+def _with_model_doc(f: Callable) -> Callable:
+    """Insert the shared description of the likelihood model's arguments into ``f``'s docstring."""
+    f.__doc__ = f.__doc__.replace("    @MODEL_DOC@\n", _MODEL_DOC.lstrip("\n"))
+    return f
+
+
+@_with_model_doc
 def calc_profile(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, ArrayLike], mu_scan: ArrayLike,
                  mu_true: Optional[float] = None,
                  f_s_up: Optional[ArrayLike] = None, f_s_dw: Optional[ArrayLike] = None,
@@ -956,7 +963,7 @@ def calc_profile(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, Arr
         mu_true: true signal yield (needed for Asimov data).
         return_result: return a :class:`ProfileResult` instead of the NLL tensor.
         verbose: print the number of iterations.
-    """ + _MODEL_DOC + r"""
+    @MODEL_DOC@
     Returns:
         float64 tensor of profiled NLLs, shape ``(..., n_scan)`` (or a :class:`ProfileResult`).
 
@@ -1002,6 +1009,7 @@ def calc_profile(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, Arr
     return nll
 
 
+@_with_model_doc
 def fit_mle(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, ArrayLike], mu_true: Optional[float] = None,
             f_s_up: Optional[ArrayLike] = None, f_s_dw: Optional[ArrayLike] = None,
             f_b_up: Optional[ArrayLike] = None, f_b_dw: Optional[ArrayLike] = None,
@@ -1026,7 +1034,7 @@ def fit_mle(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, ArrayLik
         n_obs, mu_true: as in :func:`calc_profile`.
         mu_init: starting signal yield (default ``mu_true``, else the excess over
             ``b_true``, at least 1).
-    """ + _MODEL_DOC + r"""
+    @MODEL_DOC@
     Returns:
         :class:`FitResult`.
     """

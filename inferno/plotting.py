@@ -17,12 +17,9 @@ PathLike = Union[str, Path, None]
 
 
 def _plt():
-    import matplotlib
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg")
-        except Exception:  # pragma: no cover - backend already fixed by the user
-            pass
+    """``matplotlib.pyplot``, imported on first use. The backend is left as the user (or
+    matplotlib's own fallback to Agg on a machine without a display) chose it: an inline
+    Jupyter backend or an interactive window keeps working."""
     import matplotlib.pyplot as plt
     return plt
 
