@@ -23,3 +23,19 @@ def test_readme_top_shows_the_two_commands():
     assert cmds == ["make quick", "make test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_readme_table_matches_committed_results():
+    """The medians quoted in the README are those of docs/results/results.csv."""
+    import csv
+    rows = list(csv.DictReader((README.parent / "docs" / "results" / "results.csv").open()))
+    medians = {(r["label"], int(r["benchmark"])): float(r["median"]) for r in rows}
+    quoted = {}
+    for line in README.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and (cells[0], 0) in medians:
+            for k, c in enumerate(cells[1:]):
+                quoted[(cells[0], k)] = float(c.split()[0].strip("*"))
+    assert len(quoted) == len(medians) == 8 * 5
+    for key, v in quoted.items():
+        assert abs(v - medians[key]) < 0.006, key
