@@ -7,7 +7,11 @@ measured for the Hessian of the INFERNO loss (all exact, all giving the same los
 
 * ``fisher/sequential`` (the default): Fisher form J^T diag(1/nu) J + constraints, with the
   tangents dy/dtheta propagated layer by layer over the activations recorded during the
-  wrapper's forward pass;
+  wrapper's forward pass; for this Linear/ReLU/softmax network the whole loss (soft
+  histograms, tangents, Fisher algebra, softmax backward) is one autograd node with a
+  hand-written backward (``inferno.inferno._ChainFisher``);
+* ``fisher/rules``: the same tangents from the generic layer-by-layer rules, differentiated
+  by autograd (the path for other activations), for comparison;
 * ``fisher/jvp``: the same Fisher form, tangents from ``torch.func.vmap(torch.func.jvp)``
   through the whole model (the path for arbitrary models);
 * ``autograd``: the batch is made a function of the nuisance parameters before the forward
@@ -17,9 +21,11 @@ measured for the Hessian of the INFERNO loss (all exact, all giving the same los
 * ``approx`` (for reference, not exact): the interpolated INFERNO (up/down templates).
 
 Epochs of the different models are interleaved; the median over ``--repeats`` is printed
-with its ratio to the BCE epoch (target: INFERNO <= 1.5 x BCE).
+with its ratio to the BCE epoch (target: INFERNO <= 1.5 x BCE), by wall clock and by the
+process's CPU time (less sensitive to other jobs on the machine).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_inferno.py [--repeats 3] [--threads N] [--n 200000]
+        [--only fisher/sequential fisher/rules]
 """
 from __future__ import annotations
 
@@ -79,6 +85,11 @@ class FuncHessianInferno(PaperInferno):
         wr.loss_val = self._poi_variance(hess + torch.diag(self._curv))
 
 
+def _rules(cb: PaperInferno) -> PaperInferno:
+    cb._use_chain = False  # generic layer-by-layer tangent rules + autograd
+    return cb
+
+
 def make_runs(args) -> Dict[str, Callable[[], None]]:
     data = get_paper_data(args.n, bs=args.bs, seed=0, n_val=0)
     ds = data.trn_dl.dataset
@@ -98,6 +109,7 @@ def make_runs(args) -> Dict[str, Callable[[], None]]:
     add("bce", body(1), nn.BCEWithLogitsLoss(), None)
     strategies = {
         "fisher/sequential": lambda: PaperInferno.from_benchmark(4),
+        "fisher/rules": lambda: _rules(PaperInferno.from_benchmark(4)),
         "fisher/jvp": lambda: PaperInferno.from_benchmark(4, tangents="jvp"),
         "autograd": lambda: PaperInferno.from_benchmark(4, hessian="autograd"),
         "func.hessian": lambda: FuncHessianInferno(float_b=True, shape_aux=[0.4, 1.0], b_norm_aux=100.0),
@@ -123,19 +135,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     runs = make_runs(args)
     times: Dict[str, List[float]] = {k: [] for k in runs}
+    cpu: Dict[str, List[float]] = {k: [] for k in runs}
     for k, run in runs.items():  # warm-up (allocator, first-call overheads)
         run()
     for _ in range(args.repeats):
         for k, run in runs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.n} events, "
           f"batch {args.bs}, median of {args.repeats} epochs")
-    print(f"{'strategy':<20} {'epoch [s]':>10} {'x BCE':>7}")
+    print(f"{'strategy':<20} {'epoch [s]':>10} {'x BCE':>7} {'CPU [s]':>9} {'x BCE':>7}")
     for k, t in med.items():
-        print(f"{k:<20} {t:>10.3f} {t / med['bce']:>7.2f}")
+        print(f"{k:<20} {t:>10.3f} {t / med['bce']:>7.2f} {med_cpu[k]:>9.3f} {med_cpu[k] / med_cpu['bce']:>7.2f}")
 
 
 if __name__ == "__main__":

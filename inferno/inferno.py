@@ -58,7 +58,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution
 
 from .callback import AbsCallback, PredHandler
 from .interp import interp_shape
@@ -185,6 +185,7 @@ class _ActivationRecorder:
         self.calls: List[_Call] = []
         unique = list({id(m): m for m in leaves}.values())
         self.handles = [m.register_forward_hook(self._hook) for m in unique]
+        self._supported: Dict[Tuple[bool, ...], bool] = {}
 
     def _hook(self, mod: nn.Module, args: Tuple[Any, ...], out: Tensor) -> None:
         if not self.armed:
@@ -201,6 +202,14 @@ class _ActivationRecorder:
     def arm(self) -> None:
         self.calls = []
         self.armed = True
+
+    def supported(self) -> bool:
+        """Whether every leaf has a tangent rule in its current mode (cached per modes)."""
+        modes = tuple(m.training for m in self.leaves)
+        ok = self._supported.get(modes)
+        if ok is None:
+            ok = self._supported[modes] = all(_leaf_supported(m) for m in self.leaves)
+        return ok
 
     def collect(self, y_pred: Tensor) -> Optional[List[_Call]]:
         """Stop recording; the calls if they are exactly one pass through the leaves that
@@ -221,87 +230,351 @@ class _ActivationRecorder:
 class _InputTangents:
     r"""Tangents :math:`\partial x / \partial \theta_k` of the K shape nuisances of a group
     on its m rows: ``dense`` (K, m, d), or, for :class:`~inferno.nuisance.ColumnTransform`
-    nuisances on distinct columns, ``cols`` (K column indices) and ``coef`` (K, m, 1):
-    tangent k is ``coef[k]`` in column ``cols[k]`` and zero elsewhere."""
+    nuisances on distinct columns, ``cols`` (K column indices) and ``coef`` (K, m), None
+    when every coefficient is 1: tangent k is ``coef[k]`` in column ``cols[k]`` and zero
+    elsewhere."""
 
-    __slots__ = ("n_feat", "dense_", "cols", "cols_t", "coef")
+    __slots__ = ("n_rows", "n_feat", "dense_", "cols", "cols_t", "coef")
 
-    def __init__(self, n_feat: int, dense: Optional[Tensor] = None, cols: Optional[List[int]] = None,
-                 cols_t: Optional[Tensor] = None, coef: Optional[Tensor] = None):
-        self.n_feat, self.dense_, self.cols, self.cols_t, self.coef = n_feat, dense, cols, cols_t, coef
+    def __init__(self, n_rows: int, n_feat: int, dense: Optional[Tensor] = None,
+                 cols: Optional[List[int]] = None, cols_t: Optional[Tensor] = None,
+                 coef: Optional[Tensor] = None):
+        self.n_rows, self.n_feat, self.dense_ = n_rows, n_feat, dense
+        self.cols, self.cols_t, self.coef = cols, cols_t, coef
 
-    @property
-    def dense(self) -> Tensor:
+    def dense(self, like: Tensor) -> Tensor:
+        """The dense form (K, m, d), built on ``like``'s device and dtype when needed."""
         if self.dense_ is None:
-            k, m = self.coef.shape[:2]
-            d = self.coef.new_zeros(k, m, self.n_feat)
+            d = like.new_zeros(len(self.cols), self.n_rows, self.n_feat)
             for j, c in enumerate(self.cols):
-                d[j, :, c] = self.coef[j, :, 0]
+                d[j, :, c] = 1.0 if self.coef is None else self.coef[j]
             self.dense_ = d
         return self.dense_
 
     def through_linear(self, lin: nn.Linear) -> Tensor:
         """The tangents after a Linear layer, (K, m, d_out)."""
         if self.dense_ is None:  # column form: coef_k * W[:, c_k], one broadcast product
-            return self.coef * lin.weight.index_select(1, self.cols_t).t().unsqueeze(1)
+            wc = lin.weight.index_select(1, self.cols_t).t().unsqueeze(1)  # (K, 1, d_out)
+            if self.coef is None:
+                return wc.expand(len(self.cols), self.n_rows, wc.shape[-1])
+            return self.coef.unsqueeze(-1) * wc
         return torch.matmul(self.dense_, lin.weight.t())
 
 
-class _FisherPoiVariance(torch.autograd.Function):
-    r""":math:`[H^{-1}]_{\mu\mu}` with :math:`H = J\,\mathrm{diag}(1/\nu)\,J^\top + C` from the
-    raw soft histograms and their tangents, with an analytic backward.
+class _ChainPlan:
+    """The leaves of a Sequential model read as ``Linear, [piecewise-linear]*, Linear, ...,
+    Linear, Softmax``: ``linears`` (leaf positions of the Linear layers), ``acts[j]`` (the
+    leaf positions of the elementwise layers after Linear j), ``softmax`` (position of the
+    last leaf). Piecewise-linear layers (ReLU, LeakyReLU, Identity, Dropout) have a
+    derivative that is constant in the weights, which :func:`_chain_forward` exploits."""
 
-    Inputs (float64): ``hs``, ``hb`` (bins,) weighted means of the network outputs over the
-    signal/background rows; ``ds`` (K_s, bins), ``db`` (K_b, bins) the same means of the
-    output tangents; ``k``: constants (see :meth:`Inferno._fisher_consts`). With
-    :math:`c = 1/(1 + n_\text{bins}\epsilon)`, :math:`\tilde f = c(h + \epsilon)`,
-    :math:`\nu = S_0 \tilde f_s + B_0 \tilde f_b` and
+    _PWL = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
+
+    def __init__(self, leaves: List[nn.Module]):
+        self.ok = False
+        if len(leaves) < 2 or not isinstance(leaves[-1], nn.Softmax) or leaves[-1].dim not in (-1, 1):
+            return
+        if not isinstance(leaves[0], nn.Linear):
+            return
+        self.linears: List[int] = []
+        self.acts: List[List[int]] = []
+        for i, m in enumerate(leaves[:-1]):
+            if isinstance(m, nn.Linear):
+                self.linears.append(i)
+                self.acts.append([])
+            elif isinstance(m, self._PWL):
+                self.acts[-1].append(i)
+            else:
+                return
+        if self.acts[-1]:  # the last Linear must feed the softmax directly
+            return
+        self.softmax = len(leaves) - 1
+        self.inv_t = 1.0 / getattr(leaves[-1], "temp", 1.0)
+        self.ok = True
+
+    @staticmethod
+    def derivative(call: _Call, idx: slice) -> Optional[Tensor]:
+        """The (detached) derivative of a piecewise-linear leaf on rows ``idx``; None for 1."""
+        m, inp, out, extra = call
+        if isinstance(m, nn.ReLU):
+            return torch.sign(out[idx].detach())  # out >= 0: 1 where > 0, else 0
+        if isinstance(m, nn.LeakyReLU):
+            pos = (inp[idx].detach() > 0).to(out.dtype)
+            return pos * (1.0 - m.negative_slope) + m.negative_slope
+        if extra is not None:  # Dropout in training
+            return extra[idx]
+        return None
+
+    def segment_derivatives(self, calls: List[_Call], idx: slice) -> List[Optional[Tensor]]:
+        """For each Linear but the last, the product of the derivatives of the layers after it."""
+        out: List[Optional[Tensor]] = []
+        for acts in self.acts[:-1]:
+            d: Optional[Tensor] = None
+            for i in acts:
+                di = self.derivative(calls[i], idx)
+                if di is not None:
+                    d = di if d is None else d * di
+            out.append(d)
+        return out
+
+
+def _chain_forward(o: Tensor, spec: Dict[str, Any], weights: Sequence[Tensor]) -> Tuple[Tensor, Tuple[Any, ...]]:
+    r"""Weighted mean over events of the output tangents of a ``Linear, [pwl]*, ..., Linear,
+    Softmax`` network, :math:`\sum_e w_e\, \partial y_e / \partial \theta_k` (K, bins), and
+    what :func:`_chain_backward` needs.
+
+    Layout (m, K, h) throughout. ``spec``: ``D`` the derivatives of the piecewise-linear
+    segments after each Linear but the last ((m, h) tensors or None for 1, constant in the
+    weights); ``cols``/``coef`` (column form of the input tangents: tangent k is ``coef[:,
+    k]`` in input column ``cols[k]``; ``coef`` None for all ones) or ``dense`` (m, K, d);
+    ``w`` (m,) normalised event weights or None (mean); ``inv_t`` the softmax's inverse
+    temperature. ``o`` (m, bins): the softmax outputs of the rows.
+
+    Every map from the input tangent of an event to its output tangent is linear and acts
+    on that event alone, so a per-event factor (``coef``) is carried to the end as a weight
+    of the mean. With the column form and a derivative :math:`D_0` after the first layer,
+    the tangents after the second Linear are :math:`D_0 B_k` with :math:`B_k =
+    \mathrm{diag}(W_0[:, c_k])\, W_1^\top`, and in the backward :math:`N_k = G_k^\top D_0`
+    gives both :math:`\partial/\partial W_1 = \sum_k N_k\, \mathrm{diag}(W_0[:, c_k])` and
+    :math:`\partial/\partial W_0[:, c_k] = \sum_j N_k[j, :] \odot W_1[j, :]`: one matrix
+    product in each direction for the first two layers.
+    """
+    D: List[Optional[Tensor]] = spec["D"]
+    cols = spec["cols"]
+    m = o.shape[0]
+    n_lin = len(weights)
+    fused = cols is not None
+    ins: List[Optional[Tensor]] = [None] * n_lin  # the tangents entering each Linear
+    if fused:  # needs n_lin >= 2
+        W0, W1 = weights[0], weights[1]
+        K = len(cols)
+        w0c = W0.index_select(1, cols)  # (h0, K)
+        B = (w0c.unsqueeze(-1) * W1.t().unsqueeze(1)).reshape(W0.shape[0], -1)  # (h0, K*h1)
+        D0 = D[0] if D[0] is not None else o.new_ones(m, W0.shape[0])
+        P = (D0 @ B).view(m, K, -1)
+        start = 2
+    else:
+        t = spec["dense"]  # (m, K, d)
+        K = t.shape[1]
+        ins[0] = t
+        P = torch.matmul(t, weights[0].t())
+        start = 1
+    for j in range(start, n_lin):
+        Dj = D[j - 1]
+        if Dj is not None:
+            P.mul_(Dj.unsqueeze(1))  # P is a fresh product: in place saves a buffer
+        ins[j] = P
+        P = torch.matmul(P, weights[j].t())
+    Z = P  # (m, K, bins): tangents of the softmax input (without coef)
+    o3 = o.unsqueeze(1)
+    S = (o3 * Z).sum(-1, keepdim=True)
+    Y = (Z - S).mul_(o3)
+    wk = _event_weights(spec, m, K, o)
+    d = Y.mean(0) if wk is None else (Y * wk.unsqueeze(-1)).sum(0)
+    return d.mul_(spec["inv_t"]), (spec, fused, start, o, Z, S, ins, weights, wk)
+
+
+def _event_weights(spec: Dict[str, Any], m: int, K: int, like: Tensor) -> Optional[Tensor]:
+    """(m, K) weights of the mean over events (normalised weight times coef); None for 1/m."""
+    w, coef = spec["w"], spec["coef"]
+    if coef is None:
+        return None if w is None else w.to(like.dtype).unsqueeze(1).expand(m, K)
+    return coef * (1.0 / m) if w is None else coef * w.to(like.dtype).unsqueeze(1)
+
+
+def _chain_backward(state: Tuple[Any, ...], gd: Tensor, need_o: bool) -> Tuple[Optional[Tensor], List[Tensor]]:
+    """Gradients of :func:`_chain_forward` for the gradient ``gd`` (K, bins) of its output:
+    with respect to ``o`` (m, bins) and to the Linear weights."""
+    spec, fused, start, o, Z, S, ins, weights, wk = state
+    D = spec["D"]
+    m, K = Z.shape[:2]
+    gd = gd * spec["inv_t"]  # (K, bins)
+    # d/dY[e, k] = wk[e, k] gd[k]; R[e, k] = o[e] . gd[k]
+    R = (o @ gd.t()).unsqueeze(-1)  # (m, K, 1)
+    o3 = o.unsqueeze(1)
+    gZ = (gd.unsqueeze(0) - R).mul_(o3)  # (m, K, bins), before the event weights
+    g_o = None
+    if need_o:
+        h = gd.unsqueeze(0) * (Z - S) - R * Z  # (m, K, bins)
+        g_o = h.sum(1).mul_(1.0 / m) if wk is None else (h * wk.unsqueeze(-1)).sum(1)
+    gZ = gZ.mul_(1.0 / m) if wk is None else gZ.mul_(wk.unsqueeze(-1))
+    grads: List[Optional[Tensor]] = [None] * len(weights)
+    G = gZ
+    for j in range(len(weights) - 1, start - 1, -1):
+        T = ins[j]
+        grads[j] = G.reshape(-1, G.shape[-1]).t() @ T.reshape(-1, T.shape[-1])
+        G = torch.matmul(G, weights[j])  # (m, K, h_in)
+        Dp = D[j - 1]
+        if Dp is not None:
+            G.mul_(Dp.unsqueeze(1))
+    # G: gradient with respect to the tangents after Linear (start - 1)
+    if fused:
+        W0, W1 = weights[0], weights[1]
+        cols = spec["cols"]
+        D0 = D[0] if D[0] is not None else o.new_ones(m, W0.shape[0])
+        N = (G.reshape(m, -1).t() @ D0).view(K, W1.shape[0], W0.shape[0])  # (K, h1, h0)
+        w0c = W0.index_select(1, cols).t()  # (K, h0)
+        g1 = (N * w0c.unsqueeze(1)).sum(0)
+        grads[1] = g1 if grads[1] is None else grads[1] + g1
+        gc = (N * W1.unsqueeze(0)).sum(1)  # (K, h0)
+        grads[0] = torch.zeros_like(W0).index_add_(1, cols, gc.t())
+    else:
+        t = ins[0]
+        grads[0] = G.reshape(-1, G.shape[-1]).t() @ t.reshape(-1, t.shape[-1])
+    return g_o, grads  # type: ignore[return-value]
+
+
+#: a Hessian whose Cholesky pivots satisfy L_ii^2 < _SINGULAR * H_ii (a parameter explained
+#: by the previous ones up to a fraction 1e-12 of its own curvature, i.e. degenerate
+#: parameters that float64 rounding leaves "positive definite") counts as singular
+_SINGULAR = 1e-12
+
+
+def _cholesky_info(hess: Tensor) -> Tuple[Tensor, Tensor]:
+    """``torch.linalg.cholesky_ex`` with numerically singular matrices flagged (info > 0)."""
+    chol, info = torch.linalg.cholesky_ex(hess)
+    d = chol.diagonal(dim1=-2, dim2=-1)
+    singular = (d * d < _SINGULAR * hess.diagonal(dim1=-2, dim2=-1)).any(-1)
+    return chol, torch.where(singular & (info == 0), torch.ones_like(info), info)
+
+
+def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[Tensor],
+                    k: Dict[str, Any]) -> Tuple[Tensor, Tensor, Tensor, Tuple[Tensor, ...]]:
+    r""":math:`[H^{-1}]_{\mu\mu}` with :math:`H = J\,\mathrm{diag}(1/\nu)\,J^\top + C`, in float64.
+
+    ``hs``, ``hb`` (bins,): weighted means of the network outputs over the signal and
+    background rows; ``ds`` (K_s, bins), ``db`` (K_b, bins) (or None): the same means of the
+    output tangents of the shape nuisances acting on each group; ``k``: constants (see
+    :meth:`Inferno._fisher_consts`). With :math:`c = 1/(1 + n_\text{bins}\epsilon)`,
+    :math:`\tilde f = c(h + \epsilon)`, :math:`\nu = S_0 \tilde f_s + B_0 \tilde f_b` and
     :math:`J = \partial_\theta S\, \tilde f_s^\top + \partial_\theta B\, \tilde f_b^\top`
     plus :math:`S_0 c\, d_s` / :math:`B_0 c\, d_b` on the rows of the shape nuisances.
+    Returns the variance, the Hessian, Cholesky's ``info`` and what
+    :func:`_fisher_backward` needs.
+    """
+    c, eps = k["c"], k["eps"]
+    fs = (hs + eps) * c
+    fb = (hb + eps) * c
+    nu = k["S0"] * fs + k["B0"] * fb
+    jac = k["dS"] * fs + k["dB"] * fb  # (P, 1) * (bins,) -> (P, bins)
+    if ds is not None:
+        jac.index_add_(0, k["pos_s"], ds, alpha=k["S0"] * c)
+    if db is not None:
+        jac.index_add_(0, k["pos_b"], db, alpha=k["B0"] * c)
+    hess = torch.addmm(k["curv"], jac / nu, jac.t())
+    chol, info = _cholesky_info(hess)
+    v = torch.cholesky_solve(k["e0"], chol)  # (P, 1)
+    return v[0, 0], hess, info, (jac, nu, v)
+
+
+def _fisher_backward(state: Tuple[Tensor, ...], g_var: Tensor, k: Dict[str, Any]
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Gradients of :func:`_fisher_forward` with respect to ``hs``, ``hb``, ``ds``, ``db``.
+
     With :math:`v = H^{-1} e_\mu` and :math:`u = (v^\top J)/\nu`, the variance changes by
     :math:`-2\sum_i u_i\, v^\top \delta J_{:i} + \sum_i u_i^2\, \delta\nu_i`.
-
-    Returns the variance, the Hessian and Cholesky's ``info`` (the last two not
-    differentiable).
     """
+    jac, nu, v = state
+    c = k["c"]
+    u = (v.t() @ jac).squeeze(0) / nu  # (bins,)
+    u2 = u * u
+    vs, vb = (k["dS"] * v).sum(), (k["dB"] * v).sum()
+    g = g_var * c
+    g_hs = g * (k["S0"] * u2 - 2 * vs * u)
+    g_hb = g * (k["B0"] * u2 - 2 * vb * u)
+    vu = -2 * g * v * u  # (P, bins)
+    g_ds = vu.index_select(0, k["pos_s"]) * k["S0"]
+    g_db = vu.index_select(0, k["pos_b"]) * k["B0"]
+    return g_hs, g_hb, g_ds, g_db
+
+
+class _FisherPoiVariance(torch.autograd.Function):
+    """:func:`_fisher_forward` as a differentiable function of the histograms and their
+    tangents (``ds``/``db``: (0, bins) when no shape nuisance acts on the group). Returns the
+    variance, the Hessian and ``info`` (the last two not differentiable)."""
 
     @staticmethod
     def forward(ctx, hs: Tensor, hb: Tensor, ds: Tensor, db: Tensor, k: Dict[str, Any]):  # type: ignore[override]
-        c, eps = k["c"], k["eps"]
-        fs = (hs + eps) * c
-        fb = (hb + eps) * c
-        nu = k["S0"] * fs + k["B0"] * fb
-        jac = k["dS"] * fs + k["dB"] * fb  # (P, 1) * (bins,) -> (P, bins)
-        if ds.shape[0]:
-            jac.index_add_(0, k["pos_s"], ds, alpha=k["S0"] * c)
-        if db.shape[0]:
-            jac.index_add_(0, k["pos_b"], db, alpha=k["B0"] * c)
-        hess = torch.addmm(k["curv"], jac / nu, jac.t())
-        chol, info = torch.linalg.cholesky_ex(hess)
-        v = torch.cholesky_solve(k["e0"], chol)  # (P, 1)
-        ctx.save_for_backward(jac, nu, v)
-        ctx.k = k
+        var, hess, info, state = _fisher_forward(hs, hb, ds if ds.shape[0] else None,
+                                                 db if db.shape[0] else None, k)
+        ctx.state, ctx.k = state, k  # intermediates only (no inputs)
         ctx.mark_non_differentiable(hess, info)
-        return v[0, 0], hess, info
+        return var, hess, info
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_var: Tensor, g_hess: Any, g_info: Any):  # type: ignore[override]
-        jac, nu, v = ctx.saved_tensors
-        k = ctx.k
-        c = k["c"]
-        u = (v.t() @ jac).squeeze(0) / nu  # (bins,)
-        u2 = u * u
-        vs, vb = (k["dS"] * v).sum(), (k["dB"] * v).sum()
-        g = g_var * c
-        g_hs = g * (k["S0"] * u2 - 2 * vs * u)
-        g_hb = g * (k["B0"] * u2 - 2 * vb * u)
-        g_ds = g_db = None
-        vu = -2 * g * v * u  # (P, bins)
-        if ctx.needs_input_grad[2]:
-            g_ds = vu.index_select(0, k["pos_s"]) * k["S0"]
-        if ctx.needs_input_grad[3]:
-            g_db = vu.index_select(0, k["pos_b"]) * k["B0"]
-        return g_hs, g_hb, g_ds, g_db, None
+        g_hs, g_hb, g_ds, g_db = _fisher_backward(ctx.state, g_var, ctx.k)
+        return (g_hs, g_hb, g_ds if ctx.needs_input_grad[2] else None,
+                g_db if ctx.needs_input_grad[3] else None, None)
+
+
+class _ChainFisher(torch.autograd.Function):
+    r"""The whole exact-INFERNO loss of a ``Linear, [pwl]*, ..., Linear, Softmax`` network
+    as one autograd node: from the network output ``yp`` (n, bins) of a batch whose signal
+    rows come first and the Linear weights to the POI variance, through the soft
+    histograms, :func:`_chain_forward` for each group with shape nuisances, and
+    :func:`_fisher_forward`; the backward chains the analytic gradients.
+
+    ``b``: the batch description: ``n_s``, ``w`` (normalised weights per group or None),
+    ``specs`` (group -> spec of :func:`_chain_forward`), ``k`` (Fisher constants), and
+    ``o``: None when the first input is the network output, else the network output
+    (detached) when the first input is the input of the final softmax (whose backward,
+    :math:`g_z = o \odot (g_o - o \cdot g_o)/T`, is then done here too, with ``inv_t``).
+    """
+
+    @staticmethod
+    def forward(ctx, yp: Tensor, b: Dict[str, Any], *weights: Tensor):  # type: ignore[override]
+        n_s = b["n_s"]
+        if b["o"] is not None:  # yp is the softmax input; its output is b["o"]
+            yp = b["o"]
+        rows = {"s": yp[:n_s], "b": yp[n_s:]}
+        h = {}
+        for g, r in rows.items():
+            w = b["w"][g]
+            h[g] = (r.mean(0) if w is None else w.to(r.dtype) @ r).to(torch.float64)
+        # the derivatives use outputs below 1e-30 set to 0: a relative change far below
+        # rounding, which keeps denormal numbers (slow on CPUs) out of the products
+        of = torch.nn.functional.threshold(yp.detach(), 1e-30, 0.0) if b["specs"] or b["o"] is not None else yp
+        d: Dict[str, Optional[Tensor]] = {"s": None, "b": None}
+        states = {}
+        for g, spec in b["specs"].items():
+            o_g = of[:n_s] if g == "s" else of[n_s:]
+            dg, states[g] = _chain_forward(o_g, spec, weights)
+            d[g] = dg.to(torch.float64)
+        var, hess, info, fstate = _fisher_forward(h["s"], h["b"], d["s"], d["b"], b["k"])
+        ctx.b, ctx.states, ctx.fstate = b, states, fstate
+        ctx.save_for_backward(of)
+        ctx.mark_non_differentiable(hess, info)
+        return var, hess, info
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_var: Tensor, g_hess: Any, g_info: Any):  # type: ignore[override]
+        b = ctx.b
+        (yp,) = ctx.saved_tensors  # the network output (derivative version)
+        n_s = b["n_s"]
+        g_hs, g_hb, g_ds, g_db = _fisher_backward(ctx.fstate, g_var, b["k"])
+        g_yp = torch.empty_like(yp)
+        parts = {"s": g_yp[:n_s], "b": g_yp[n_s:]}
+        for g, gh in (("s", g_hs), ("b", g_hb)):
+            w, out = b["w"][g], parts[g]
+            gh = gh.to(yp.dtype)
+            if w is None:
+                out.copy_(gh.expand_as(out)).mul_(1.0 / len(out))
+            else:
+                torch.mul(w.to(yp.dtype).unsqueeze(1), gh, out=out)
+        grads: List[Optional[Tensor]] = [None] * (len(ctx.needs_input_grad) - 2)
+        for g, state in ctx.states.items():
+            gd = (g_ds if g == "s" else g_db).to(yp.dtype)
+            g_o, gw = _chain_backward(state, gd, ctx.needs_input_grad[0])
+            if g_o is not None:
+                parts[g].add_(g_o)
+            grads = [a if c is None else (c if a is None else a + c) for a, c in zip(grads, gw)]
+        if b["o"] is not None and ctx.needs_input_grad[0]:  # through the softmax
+            o = yp
+            g_yp = (g_yp - (g_yp * o).sum(-1, keepdim=True)).mul_(o).mul_(b["inv_t"])
+        return (g_yp if ctx.needs_input_grad[0] else None, None, *grads)
 
 
 # ------------------------------------------------------------------------ common base
@@ -387,10 +660,10 @@ class _InfernoBase(AbsCallback):
             raise ValueError(f"y has {len(y)} entries for {len(wr.x)} events")
         sig, bkg = y == 1, y == 0
         w = None if wr.w is None else wr.w.reshape(-1)
-        stats = torch.stack([sig.sum(), bkg.sum()]).to(torch.float64)
-        if w is not None:
-            stats = torch.cat([stats, torch.stack([w[sig].sum(), w[bkg].sum()]).to(torch.float64)])
-        st = stats.tolist()
+        if w is None:
+            st = torch.stack((sig.sum(), bkg.sum())).tolist()
+        else:
+            st = torch.stack((sig.sum(), bkg.sum(), (w * sig).sum(), (w * bkg).sum())).tolist()
         n_s, n_b = int(st[0]), int(st[1])
         if n_s + n_b != len(y):
             raise ValueError("y must be 1 (signal) or 0 (background) for every event")
@@ -404,13 +677,12 @@ class _InfernoBase(AbsCallback):
             raise ValueError(f"the summed weights of the batch's signal ({st[2]}) and background "
                              f"({st[3]}) events must be > 0")
         # reorder the batch, signal rows first, so that the groups are contiguous slices
-        if not bool(sig[:n_s].all()):
-            perm = torch.argsort(bkg.to(torch.int8), stable=True)
-            wr.x = wr.x[perm]
-            wr.y = wr.y[perm]
-            if wr.w is not None:
-                wr.w = wr.w[perm]
-                w = wr.w.reshape(-1)
+        perm = torch.argsort(sig.to(torch.int8), descending=True, stable=True)
+        wr.x = wr.x.index_select(0, perm)
+        wr.y = wr.y.index_select(0, perm)
+        if wr.w is not None:
+            wr.w = wr.w.index_select(0, perm)
+            w = wr.w.reshape(-1)
         self._idx = {"s": slice(0, n_s), "b": slice(n_s, n_s + n_b)}
         self._w = {g: None if w is None else (w[i] / w[i].sum()) for g, i in self._idx.items()}
 
@@ -438,7 +710,7 @@ class _InfernoBase(AbsCallback):
     def _poi_variance(self, hess: Tensor) -> Tensor:
         r""":math:`[H^{-1}]_{00}` from a Cholesky factorisation; ValueError if H is not PD."""
         self.last_hessian = hess.detach()
-        chol, info = torch.linalg.cholesky_ex(hess)
+        chol, info = _cholesky_info(hess)
         var = torch.cholesky_solve(self._e0, chol)[0, 0]
         if not bool((info == 0) & torch.isfinite(var) & (var > 0)):
             self._raise_bad(hess)
@@ -487,7 +759,7 @@ class _InfernoBase(AbsCallback):
         ev = torch.linalg.eigvalsh(h).cpu().numpy()
         raise ValueError(
             "the Hessian of the NLL with respect to (" + ", ".join(self.param_names) + ") is not "
-            f"positive definite (eigenvalues {ev}): a free nuisance that does not change the expected "
+            f"positive definite, or numerically singular (eigenvalues {ev}): a free nuisance that does not change the expected "
             "counts, or nuisances whose effects are degenerate, leave the POI variance undefined; "
             f"constrain them or remove them.\nHessian:\n{h.cpu().numpy()}")
 
@@ -556,6 +828,10 @@ class Inferno(_InfernoBase):
         if tangents not in ("auto", "sequential", "jvp"):
             raise ValueError(f"tangents must be 'auto', 'sequential' or 'jvp', got {tangents!r}")
         self.hessian, self.tangents = hessian, tangents
+        # Linear/piecewise-linear/Softmax networks: tangents with a hand-written backward
+        # (_ChainFisher); False: the layer-by-layer rules with autograd (same values)
+        self._use_chain = True
+        self._fold_softmax = True
         # only the autograd strategy needs the wrapper's forward pass to record a graph in the
         # validation phase; the Fisher form is computed in forward mode
         self.requires_grad_in_valid = hessian == "autograd"
@@ -589,6 +865,10 @@ class Inferno(_InfernoBase):
                         for g, cols in self._col_form.items()}
         self._consts: Dict[int, Dict[str, Any]] = {}
         self._remove_recorder()
+        self._plan: Optional[_ChainPlan] = None
+        model = self.wrapper.model if hasattr(self, "wrapper") else None
+        self._dropouts = [] if model is None else [
+            m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
         if self.hessian == "fisher" and self.tangents != "jvp" and self.shape_nuis:
             leaves = _leaves(self.wrapper.model) if hasattr(self, "wrapper") else None
             if leaves is None:
@@ -601,6 +881,7 @@ class Inferno(_InfernoBase):
                     raise ValueError(f"tangents='sequential' does not support the layers {bad}; use 'jvp'")
                 if not bad:
                     self._recorder = _ActivationRecorder(leaves)
+                    self._plan = _ChainPlan(leaves) if self._use_chain else None
 
     def _fisher_consts(self, n_bins: int) -> Dict[str, Any]:
         """Constants of :class:`_FisherPoiVariance` for ``n_bins`` bins (cached)."""
@@ -655,19 +936,23 @@ class Inferno(_InfernoBase):
                 xn = xg
             else:
                 xn = self._group_transform(g, xg, self._nominal_values(g, xg.dtype))
-            coef = xg.new_empty(len(nuis), m, 1)
-            for j, (_, n) in enumerate(nuis):  # distinct columns: each sees the original column
-                coef[j, :, 0] = n.transform.column_tangent(xg, n.nominal)
+            # distinct columns: each transform sees its column as it was in xg
+            cts = [n.transform.column_tangent(xg, n.nominal) for _, n in nuis]
+            coef = None
+            if not all(isinstance(c, float) and c == 1.0 for c in cts):
+                coef = xg.new_empty(len(nuis), m)
+                for j, c in enumerate(cts):
+                    coef[j] = c
             cols = [c % d for c in cols]
             cols_t = self._cols_t[g] if self._col_form[g][0] >= 0 else torch.tensor(cols, device=xg.device)
-            return xn, _InputTangents(d, cols=cols, cols_t=cols_t, coef=coef)
+            return xn, _InputTangents(m, d, cols=cols, cols_t=cols_t, coef=coef)
         v0 = self._nominal_values(g, xg.dtype)
         k = len(v0)
         with torch.enable_grad():
             v = v0.clone().requires_grad_(True)
             xp = self._group_transform(g, xg, v)
             if not xp.requires_grad:  # no dependence on the values at all
-                return xp.detach(), _InputTangents(d, dense=xg.new_zeros(k, *xg.shape))
+                return xp.detach(), _InputTangents(m, d, dense=xg.new_zeros(k, *xg.shape))
             u = torch.zeros_like(xp, requires_grad=True)
             (gv,) = torch.autograd.grad(xp, v, grad_outputs=u, create_graph=True)
             tans = []
@@ -678,7 +963,7 @@ class Inferno(_InfernoBase):
                 else:
                     t = torch.zeros_like(xg)
                 tans.append(t)
-        return xp.detach(), _InputTangents(d, dense=torch.stack(tans).detach())
+        return xp.detach(), _InputTangents(m, d, dense=torch.stack(tans).detach())
 
     def on_batch_begin(self) -> None:
         if not self._active():
@@ -699,8 +984,7 @@ class Inferno(_InfernoBase):
                     if xn is not xg:
                         parts[g] = xn
             wr.x = self._replace_rows(x, parts)
-            use_seq = self._recorder is not None and all(
-                _leaf_supported(m) for m in self._recorder.leaves)
+            use_seq = self._recorder is not None and self._recorder.supported()
             if self.tangents == "sequential" and self._in_tan and not use_seq:
                 raise ValueError("tangents='sequential': the model has layers without a tangent rule "
                                  "in the current mode (e.g. AlphaDropout in training); use 'jvp'")
@@ -722,7 +1006,8 @@ class Inferno(_InfernoBase):
                 parts[g] = self._group_transform(g, xg, vals)
             wr.x = self._replace_rows(x, parts)
             # the random state of the forward pass, replayed for the nominal pass (Dropout)
-            self._rng = self._get_rng() if wr.model.training else None
+            random = any(m.training and m.p > 0 for m in self._dropouts)
+            self._rng = self._get_rng() if random else None
 
     def _get_rng(self) -> Tuple[Tensor, Optional[Tensor]]:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -740,33 +1025,40 @@ class Inferno(_InfernoBase):
             var = self._poi_variance(self._autograd_hessian(yp))
         wr.loss_val = var
 
-    def _output_tangents(self, yp: Tensor) -> Dict[str, Tensor]:
-        """d y / d theta_k on the rows of each group: (K_g, m_g, n_bins)."""
+    def _chain_spec(self, g: str, calls: List[_Call]) -> Dict[str, Any]:
+        """The spec of :func:`_chain_forward` for group ``g``."""
+        plan, tan, idx = self._plan, self._in_tan[g], self._idx[g]
+        spec = dict(D=plan.segment_derivatives(calls, idx), cols=None, coef=None, dense=None,
+                    w=self._w[g], inv_t=plan.inv_t)
+        if tan.dense_ is None and len(plan.linears) >= 2:
+            spec["cols"] = tan.cols_t
+            spec["coef"] = None if tan.coef is None else tan.coef.t()
+        else:
+            spec["dense"] = tan.dense(calls[0][1]).transpose(0, 1)
+        return spec
+
+    def _rule_tangent_hists(self, yp: Tensor, calls: List[_Call]) -> Dict[str, Tensor]:
+        """Tangent histograms (K_g, bins) from the layer-by-layer rules (autograd)."""
         out: Dict[str, Tensor] = {}
-        if not self._in_tan:
-            return out
-        if self._use_seq:
-            rec = self._recorder
-            calls = rec.collect(yp)
-            if calls is not None:
-                first = calls[0][0]
-                for g, tan in self._in_tan.items():
-                    idx = self._idx[g]
-                    if isinstance(first, nn.Linear):
-                        t = tan.through_linear(first)
-                        rest = calls[1:]
-                    else:
-                        t, rest = tan.dense, calls
-                    for call in rest:
-                        t = _leaf_tangent(call[0], call, idx, t)
-                    out[g] = t
-                return out
-            if self.tangents == "sequential":
-                raise ValueError("tangents='sequential': the recorded activations do not match the "
-                                 "network output (was the model called on wrapper.x, once?)")
+        first = calls[0][0]
+        for g, tan in self._in_tan.items():
+            idx = self._idx[g]
+            if isinstance(first, nn.Linear):
+                t, rest = tan.through_linear(first), calls[1:]
+            else:
+                t, rest = tan.dense(yp), calls
+            for call in rest:
+                t = _leaf_tangent(call[0], call, idx, t)
+            out[g] = self._soft_hist(t, g)
+        return out
+
+    def _jvp_tangent_hists(self, yp: Tensor) -> Dict[str, Tensor]:
+        """Tangent histograms (K_g, bins) from torch.func.jvp through the whole model."""
+        out: Dict[str, Tensor] = {}
         model = self.wrapper.model
         for g, tan in self._in_tan.items():
-            xg, t = self._x_nom[g], tan.dense
+            xg = self._x_nom[g]
+            t = tan.dense(xg)
             try:
                 _, tan_out = torch.func.vmap(lambda tt: torch.func.jvp(model, (xg,), (tt,)))(t)
             except RuntimeError as e:
@@ -776,18 +1068,40 @@ class Inferno(_InfernoBase):
                                  "(e.g. Dropout in training): the tangents would not match the forward "
                                  "pass. Use an nn.Sequential model (tangents='sequential') or "
                                  "hessian='autograd'") from e
-            out[g] = tan_out
+            out[g] = self._soft_hist(tan_out, g)
         return out
 
     def _fisher_variance(self, yp: Tensor) -> Tensor:
-        hist = {g: self._soft_hist(yp[self._idx[g]], g).to(torch.float64) for g in _GROUPS}
-        tans = self._output_tangents(yp)
-        empty = hist["s"].new_zeros(0, yp.shape[1])
-        d = {g: self._soft_hist(tans[g], g).to(torch.float64) if g in tans else empty for g in _GROUPS}
         k = self._fisher_consts(yp.shape[1])
-        var, hess, info = _FisherPoiVariance.apply(hist["s"], hist["b"], d["s"], d["b"], k)
+        calls = None
+        if self._in_tan and self._use_seq:
+            calls = self._recorder.collect(yp)
+            if calls is None and self.tangents == "sequential":
+                raise ValueError("tangents='sequential': the recorded activations do not match the "
+                                 "network output (was the model called on wrapper.x, once?)")
+        plan = self._plan
+        if not self._in_tan or (calls is not None and plan is not None and plan.ok):
+            # the whole loss as one autograd node with an analytic backward
+            lin = [calls[i][0].weight for i in plan.linears] if self._in_tan else []
+            b = dict(n_s=self._idx["s"].stop, w=self._w, k=k, o=None,
+                     specs={g: self._chain_spec(g, calls) for g in self._in_tan})
+            first = yp
+            if self._in_tan and self._fold_softmax:  # from the softmax input: one node less
+                first, b["o"], b["inv_t"] = calls[-1][1], yp.detach(), plan.inv_t
+            var, hess, info = _ChainFisher.apply(first, b, *lin)
+        else:
+            tans = self._rule_tangent_hists(yp, calls) if calls is not None else self._jvp_tangent_hists(yp)
+            hist = {g: self._soft_hist(yp[self._idx[g]], g).to(torch.float64) for g in _GROUPS}
+            empty = hist["s"].new_zeros(0, yp.shape[1])
+            d = {g: tans[g].to(torch.float64) if g in tans else empty for g in _GROUPS}
+            var, hess, info = _FisherPoiVariance.apply(hist["s"], hist["b"], d["s"], d["b"], k)
         self.last_hessian = hess
-        if not bool((info == 0) & torch.isfinite(var) & (var > 0)):
+        if var.device.type == "cpu":
+            v = float(var.detach())
+            ok = int(info) == 0 and math.isfinite(v) and v > 0
+        else:
+            ok = bool((info == 0) & torch.isfinite(var) & (var > 0))
+        if not ok:
             self._raise_bad(hess)
         return var
 
