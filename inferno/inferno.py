@@ -323,11 +323,12 @@ def _chain_forward(o: Tensor, spec: Dict[str, Any], weights: Sequence[Tensor]) -
     Softmax`` network, :math:`\sum_e w_e\, \partial y_e / \partial \theta_k` (K, bins), and
     what :func:`_chain_backward` needs.
 
-    Layout (m, K, h) throughout. ``spec``: ``D`` the derivatives of the piecewise-linear
-    segments after each Linear but the last ((m, h) tensors or None for 1, constant in the
-    weights); ``cols``/``coef`` (column form of the input tangents: tangent k is ``coef[:,
-    k]`` in input column ``cols[k]``; ``coef`` None for all ones) or ``dense`` (m, K, d);
-    ``w`` (m,) normalised event weights or None (mean); ``inv_t`` the softmax's inverse
+    Layout (K, m, h) throughout, so that the per-event factors (m, h) broadcast over the
+    leading dimension. ``spec``: ``D`` the derivatives of the piecewise-linear segments
+    after each Linear but the last ((m, h) tensors or None for 1, constant in the weights);
+    ``cols``/``coef`` (column form of the input tangents: tangent k is ``coef[k]`` in input
+    column ``cols[k]``; ``coef`` (K, m), None for all ones) or ``dense`` (K, m, d); ``w``
+    (m,) normalised event weights or None (mean); ``inv_t`` the softmax's inverse
     temperature. ``o`` (m, bins): the softmax outputs of the rows.
 
     Every map from the input tangent of an event to its output tangent is linear and acts
@@ -337,7 +338,9 @@ def _chain_forward(o: Tensor, spec: Dict[str, Any], weights: Sequence[Tensor]) -
     \mathrm{diag}(W_0[:, c_k])\, W_1^\top`, and in the backward :math:`N_k = G_k^\top D_0`
     gives both :math:`\partial/\partial W_1 = \sum_k N_k\, \mathrm{diag}(W_0[:, c_k])` and
     :math:`\partial/\partial W_0[:, c_k] = \sum_j N_k[j, :] \odot W_1[j, :]`: one matrix
-    product in each direction for the first two layers.
+    product per nuisance in each direction for the first two layers. The softmax tangent
+    :math:`Y = o \odot (Z - (o \cdot Z))` is never formed: its weighted mean is
+    :math:`\sum_e w_e\, o_e \odot Z_e - (w \odot S)^\top o` with :math:`S_e = o_e \cdot Z_e`.
     """
     D: List[Optional[Tensor]] = spec["D"]
     cols = spec["cols"]
@@ -347,39 +350,42 @@ def _chain_forward(o: Tensor, spec: Dict[str, Any], weights: Sequence[Tensor]) -
     ins: List[Optional[Tensor]] = [None] * n_lin  # the tangents entering each Linear
     if fused:  # needs n_lin >= 2
         W0, W1 = weights[0], weights[1]
-        K = len(cols)
-        w0c = W0.index_select(1, cols)  # (h0, K)
-        B = (w0c.unsqueeze(-1) * W1.t().unsqueeze(1)).reshape(W0.shape[0], -1)  # (h0, K*h1)
+        K = cols.shape[0]
+        bt = W1.unsqueeze(0) * W0.index_select(1, cols).t().unsqueeze(1)  # (K, h1, h0): B_k^T
         D0 = D[0] if D[0] is not None else o.new_ones(m, W0.shape[0])
-        P = (D0 @ B).view(m, K, -1)
+        P = o.new_empty(K, m, W1.shape[0])
+        for j in range(K):
+            torch.mm(D0, bt[j].t(), out=P[j])
         start = 2
     else:
-        t = spec["dense"]  # (m, K, d)
-        K = t.shape[1]
+        t = spec["dense"]  # (K, m, d)
+        K = t.shape[0]
         ins[0] = t
         P = torch.matmul(t, weights[0].t())
         start = 1
     for j in range(start, n_lin):
         Dj = D[j - 1]
         if Dj is not None:
-            P.mul_(Dj.unsqueeze(1))  # P is a fresh product: in place saves a buffer
+            P.mul_(Dj)  # P is a fresh product: in place saves a buffer
         ins[j] = P
         P = torch.matmul(P, weights[j].t())
-    Z = P  # (m, K, bins): tangents of the softmax input (without coef)
-    o3 = o.unsqueeze(1)
-    S = (o3 * Z).sum(-1, keepdim=True)
-    Y = (Z - S).mul_(o3)
+    Z = P  # (K, m, bins): tangents of the softmax input (without coef)
+    OZ = Z * o
+    S = OZ.sum(-1)  # (K, m)
     wk = _event_weights(spec, m, K, o)
-    d = Y.mean(0) if wk is None else (Y * wk.unsqueeze(-1)).sum(0)
-    return d.mul_(spec["inv_t"]), (spec, fused, start, o, Z, S, ins, weights, wk)
+    if wk is None:
+        d = OZ.sum(1).sub_(S @ o).mul_(spec["inv_t"] / m)
+    else:
+        d = torch.bmm(wk.unsqueeze(1), OZ).squeeze(1).sub_((wk * S) @ o).mul_(spec["inv_t"])
+    return d, (spec, fused, start, o, Z, S, ins, weights, wk)
 
 
 def _event_weights(spec: Dict[str, Any], m: int, K: int, like: Tensor) -> Optional[Tensor]:
-    """(m, K) weights of the mean over events (normalised weight times coef); None for 1/m."""
+    """(K, m) weights of the mean over events (normalised weight times coef); None for 1/m."""
     w, coef = spec["w"], spec["coef"]
     if coef is None:
-        return None if w is None else w.to(like.dtype).unsqueeze(1).expand(m, K)
-    return coef * (1.0 / m) if w is None else coef * w.to(like.dtype).unsqueeze(1)
+        return None if w is None else w.to(like.dtype).unsqueeze(0).expand(K, m)
+    return coef * (1.0 / m) if w is None else coef * w.to(like.dtype)
 
 
 def _chain_backward(state: Tuple[Any, ...], gd: Tensor, need_o: bool) -> Tuple[Optional[Tensor], List[Tensor]]:
@@ -387,36 +393,42 @@ def _chain_backward(state: Tuple[Any, ...], gd: Tensor, need_o: bool) -> Tuple[O
     with respect to ``o`` (m, bins) and to the Linear weights."""
     spec, fused, start, o, Z, S, ins, weights, wk = state
     D = spec["D"]
-    m, K = Z.shape[:2]
+    K, m = Z.shape[:2]
     gd = gd * spec["inv_t"]  # (K, bins)
-    # d/dY[e, k] = wk[e, k] gd[k]; R[e, k] = o[e] . gd[k]
-    R = (o @ gd.t()).unsqueeze(-1)  # (m, K, 1)
-    o3 = o.unsqueeze(1)
-    gZ = (gd.unsqueeze(0) - R).mul_(o3)  # (m, K, bins), before the event weights
+    # d/dY[k, e] = wk[k, e] gd[k]; R[k, e] = o[e] . gd[k]; Q = wk (gd - R)
+    R = gd @ o.t()  # (K, m)
+    Q = gd.unsqueeze(1) - R.unsqueeze(-1)  # (K, m, bins)
+    if wk is None:
+        Q.mul_(1.0 / m)
+        wS = S * (1.0 / m)
+    else:
+        Q.mul_(wk.unsqueeze(-1))
+        wS = wk * S
+    gZ = Q * o
     g_o = None
-    if need_o:
-        h = gd.unsqueeze(0) * (Z - S) - R * Z  # (m, K, bins)
-        g_o = h.sum(1).mul_(1.0 / m) if wk is None else (h * wk.unsqueeze(-1)).sum(1)
-    gZ = gZ.mul_(1.0 / m) if wk is None else gZ.mul_(wk.unsqueeze(-1))
+    if need_o:  # sum_k Q_k o Z_k - (wS)^T gd
+        g_o = Q.mul_(Z).sum(0).sub_(wS.t() @ gd)
     grads: List[Optional[Tensor]] = [None] * len(weights)
     G = gZ
     for j in range(len(weights) - 1, start - 1, -1):
         T = ins[j]
         grads[j] = G.reshape(-1, G.shape[-1]).t() @ T.reshape(-1, T.shape[-1])
-        G = torch.matmul(G, weights[j])  # (m, K, h_in)
+        G = torch.matmul(G, weights[j])  # (K, m, h_in)
         Dp = D[j - 1]
         if Dp is not None:
-            G.mul_(Dp.unsqueeze(1))
+            G.mul_(Dp)
     # G: gradient with respect to the tangents after Linear (start - 1)
     if fused:
         W0, W1 = weights[0], weights[1]
         cols = spec["cols"]
         D0 = D[0] if D[0] is not None else o.new_ones(m, W0.shape[0])
-        N = (G.reshape(m, -1).t() @ D0).view(K, W1.shape[0], W0.shape[0])  # (K, h1, h0)
+        N = o.new_empty(K, W1.shape[0], W0.shape[0])  # (K, h1, h0)
+        for j in range(K):
+            torch.mm(G[j].t(), D0, out=N[j])
         w0c = W0.index_select(1, cols).t()  # (K, h0)
         g1 = (N * w0c.unsqueeze(1)).sum(0)
         grads[1] = g1 if grads[1] is None else grads[1] + g1
-        gc = (N * W1.unsqueeze(0)).sum(1)  # (K, h0)
+        gc = (N * W1).sum(1)  # (K, h0)
         grads[0] = torch.zeros_like(W0).index_add_(1, cols, gc.t())
     else:
         t = ins[0]
@@ -439,7 +451,7 @@ def _cholesky_info(hess: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[Tensor],
-                    k: Dict[str, Any]) -> Tuple[Tensor, Tensor, Tensor, Tuple[Tensor, ...]]:
+                    k: Dict[str, Any]) -> Tuple[float, np.ndarray, int, Tuple[np.ndarray, ...]]:
     r""":math:`[H^{-1}]_{\mu\mu}` with :math:`H = J\,\mathrm{diag}(1/\nu)\,J^\top + C`, in float64.
 
     ``hs``, ``hb`` (bins,): weighted means of the network outputs over the signal and
@@ -449,64 +461,90 @@ def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[T
     :math:`\tilde f = c(h + \epsilon)`, :math:`\nu = S_0 \tilde f_s + B_0 \tilde f_b` and
     :math:`J = \partial_\theta S\, \tilde f_s^\top + \partial_\theta B\, \tilde f_b^\top`
     plus :math:`S_0 c\, d_s` / :math:`B_0 c\, d_b` on the rows of the shape nuisances.
-    Returns the variance, the Hessian, Cholesky's ``info`` and what
-    :func:`_fisher_backward` needs.
+
+    These are a few dozen numbers: the algebra runs in numpy on the host (one transfer in,
+    one out), where a small operation costs a fraction of a torch dispatch. Returns the
+    variance (nan when H is not positive definite), the Hessian, the Cholesky ``info``
+    (0: positive definite and not numerically singular) and what :func:`_fisher_backward`
+    needs.
     """
-    c, eps = k["c"], k["eps"]
-    fs = (hs + eps) * c
-    fb = (hb + eps) * c
-    nu = k["S0"] * fs + k["B0"] * fb
-    jac = k["dS"] * fs + k["dB"] * fb  # (P, 1) * (bins,) -> (P, bins)
-    if ds is not None:
-        jac.index_add_(0, k["pos_s"], ds, alpha=k["S0"] * c)
-    if db is not None:
-        jac.index_add_(0, k["pos_b"], db, alpha=k["B0"] * c)
-    hess = torch.addmm(k["curv"], jac / nu, jac.t())
-    chol, info = _cholesky_info(hess)
-    v = torch.cholesky_solve(k["e0"], chol)  # (P, 1)
-    return v[0, 0], hess, info, (jac, nu, v)
+    parts = [hs.detach().reshape(1, -1), hb.detach().reshape(1, -1)]
+    parts += [t.detach() for t in (ds, db) if t is not None and t.shape[0]]
+    a = torch.cat(parts).to("cpu", torch.float64).numpy()
+    c, eps, S0, B0 = k["c"], k["eps"], k["S0"], k["B0"]
+    fs = (a[0] + eps) * c
+    fb = (a[1] + eps) * c
+    nu = S0 * fs + B0 * fb
+    jac = np.outer(k["dS"], fs) + np.outer(k["dB"], fb)  # (P, bins)
+    r = 2
+    for pos, scale, t in ((k["pos_s"], S0 * c, ds), (k["pos_b"], B0 * c, db)):
+        if t is not None and t.shape[0]:
+            jac[pos] += scale * a[r:r + len(pos)]  # distinct positions
+            r += len(pos)
+    hess = (jac / nu) @ jac.T
+    hess[k["diag"]] += k["curv"]
+    info, var, v = 1, math.nan, None
+    if np.isfinite(hess).all():
+        try:
+            chol = np.linalg.cholesky(hess)
+        except np.linalg.LinAlgError:
+            chol = None
+        if chol is not None:
+            dg = np.diagonal(chol)
+            if not (dg * dg < _SINGULAR * np.diagonal(hess)).any():
+                v = np.linalg.solve(chol.T, np.linalg.solve(chol, k["e0"]))  # (P,)
+                var = float(v[0])
+                info = 0 if math.isfinite(var) and var > 0 else 1
+    return var, hess, info, (jac, nu, v)
 
 
-def _fisher_backward(state: Tuple[Tensor, ...], g_var: Tensor, k: Dict[str, Any]
-                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""Gradients of :func:`_fisher_forward` with respect to ``hs``, ``hb``, ``ds``, ``db``.
+def _fisher_backward(state: Tuple[np.ndarray, ...], g_var: float, k: Dict[str, Any], n_s: int,
+                     n_b: int) -> np.ndarray:
+    r"""Gradients of :func:`_fisher_forward` with respect to ``hs``, ``hb``, ``ds``, ``db``,
+    stacked as rows (2 + K_s + K_b, bins) (``n_s``, ``n_b``: 0 for a group whose tangents
+    were not given).
 
     With :math:`v = H^{-1} e_\mu` and :math:`u = (v^\top J)/\nu`, the variance changes by
     :math:`-2\sum_i u_i\, v^\top \delta J_{:i} + \sum_i u_i^2\, \delta\nu_i`.
     """
     jac, nu, v = state
-    c = k["c"]
-    u = (v.t() @ jac).squeeze(0) / nu  # (bins,)
+    c, S0, B0 = k["c"], k["S0"], k["B0"]
+    u = (v @ jac) / nu  # (bins,)
     u2 = u * u
-    vs, vb = (k["dS"] * v).sum(), (k["dB"] * v).sum()
+    vs, vb = float(k["dS"] @ v), float(k["dB"] @ v)
     g = g_var * c
-    g_hs = g * (k["S0"] * u2 - 2 * vs * u)
-    g_hb = g * (k["B0"] * u2 - 2 * vb * u)
-    vu = -2 * g * v * u  # (P, bins)
-    g_ds = vu.index_select(0, k["pos_s"]) * k["S0"]
-    g_db = vu.index_select(0, k["pos_b"]) * k["B0"]
-    return g_hs, g_hb, g_ds, g_db
+    out = np.empty((2 + n_s + n_b, len(nu)))
+    out[0] = g * (S0 * u2 - 2 * vs * u)
+    out[1] = g * (B0 * u2 - 2 * vb * u)
+    vu = np.outer(v * (-2 * g), u)  # (P, bins)
+    if n_s:
+        out[2:2 + n_s] = vu[k["pos_s"]] * S0
+    if n_b:
+        out[2 + n_s:] = vu[k["pos_b"]] * B0
+    return out
 
 
 class _FisherPoiVariance(torch.autograd.Function):
     """:func:`_fisher_forward` as a differentiable function of the histograms and their
     tangents (``ds``/``db``: (0, bins) when no shape nuisance acts on the group). Returns the
-    variance, the Hessian and ``info`` (the last two not differentiable)."""
+    variance and the Hessian (not differentiable); ``res["info"]`` receives Cholesky's info."""
 
     @staticmethod
-    def forward(ctx, hs: Tensor, hb: Tensor, ds: Tensor, db: Tensor, k: Dict[str, Any]):  # type: ignore[override]
-        var, hess, info, state = _fisher_forward(hs, hb, ds if ds.shape[0] else None,
-                                                 db if db.shape[0] else None, k)
-        ctx.state, ctx.k = state, k  # intermediates only (no inputs)
-        ctx.mark_non_differentiable(hess, info)
-        return var, hess, info
+    def forward(ctx, hs: Tensor, hb: Tensor, ds: Tensor, db: Tensor, k: Dict[str, Any],  # type: ignore[override]
+                res: Dict[str, Any]):
+        var, hess, res["info"], state = _fisher_forward(hs, hb, ds, db, k)
+        ctx.state, ctx.k, ctx.n = state, k, (ds.shape[0], db.shape[0])  # intermediates only
+        hess_t = torch.from_numpy(hess).to(hs.device)
+        ctx.mark_non_differentiable(hess_t)
+        return torch.tensor(var, dtype=torch.float64, device=hs.device), hess_t
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_var: Tensor, g_hess: Any, g_info: Any):  # type: ignore[override]
-        g_hs, g_hb, g_ds, g_db = _fisher_backward(ctx.state, g_var, ctx.k)
-        return (g_hs, g_hb, g_ds if ctx.needs_input_grad[2] else None,
-                g_db if ctx.needs_input_grad[3] else None, None)
+    def backward(ctx, g_var: Tensor, g_hess: Any):  # type: ignore[override]
+        n_s, n_b = ctx.n
+        g = torch.from_numpy(_fisher_backward(ctx.state, float(g_var), ctx.k, n_s, n_b)).to(g_var.device)
+        return (g[0], g[1], g[2:2 + n_s] if ctx.needs_input_grad[2] else None,
+                g[2 + n_s:] if ctx.needs_input_grad[3] else None, None, None)
 
 
 class _ChainFisher(torch.autograd.Function):
@@ -521,6 +559,8 @@ class _ChainFisher(torch.autograd.Function):
     ``o``: None when the first input is the network output, else the network output
     (detached) when the first input is the input of the final softmax (whose backward,
     :math:`g_z = o \odot (g_o - o \cdot g_o)/T`, is then done here too, with ``inv_t``).
+    Returns the variance and the Hessian (not differentiable); ``b["info"]`` receives
+    Cholesky's info.
     """
 
     @staticmethod
@@ -532,7 +572,7 @@ class _ChainFisher(torch.autograd.Function):
         h = {}
         for g, r in rows.items():
             w = b["w"][g]
-            h[g] = (r.mean(0) if w is None else w.to(r.dtype) @ r).to(torch.float64)
+            h[g] = r.mean(0) if w is None else w.to(r.dtype) @ r
         # the derivatives use outputs below 1e-30 set to 0: a relative change far below
         # rounding, which keeps denormal numbers (slow on CPUs) out of the products
         of = torch.nn.functional.threshold(yp.detach(), 1e-30, 0.0) if b["specs"] or b["o"] is not None else yp
@@ -540,34 +580,37 @@ class _ChainFisher(torch.autograd.Function):
         states = {}
         for g, spec in b["specs"].items():
             o_g = of[:n_s] if g == "s" else of[n_s:]
-            dg, states[g] = _chain_forward(o_g, spec, weights)
-            d[g] = dg.to(torch.float64)
-        var, hess, info, fstate = _fisher_forward(h["s"], h["b"], d["s"], d["b"], b["k"])
+            d[g], states[g] = _chain_forward(o_g, spec, weights)
+        var, hess, b["info"], fstate = _fisher_forward(h["s"], h["b"], d["s"], d["b"], b["k"])
         ctx.b, ctx.states, ctx.fstate = b, states, fstate
         ctx.save_for_backward(of)
-        ctx.mark_non_differentiable(hess, info)
-        return var, hess, info
+        hess_t = torch.from_numpy(hess).to(yp.device)
+        ctx.mark_non_differentiable(hess_t)
+        return torch.tensor(var, dtype=torch.float64, device=yp.device), hess_t
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_var: Tensor, g_hess: Any, g_info: Any):  # type: ignore[override]
+    def backward(ctx, g_var: Tensor, g_hess: Any):  # type: ignore[override]
         b = ctx.b
         (yp,) = ctx.saved_tensors  # the network output (derivative version)
         n_s = b["n_s"]
-        g_hs, g_hb, g_ds, g_db = _fisher_backward(ctx.fstate, g_var, b["k"])
+        K = {g: len(spec["cols"]) if spec["cols"] is not None else spec["dense"].shape[0]
+             for g, spec in b["specs"].items()}
+        k_s, k_b = K.get("s", 0), K.get("b", 0)
+        gf = torch.from_numpy(_fisher_backward(ctx.fstate, float(g_var), b["k"], k_s, k_b)).to(yp.device, yp.dtype)
         g_yp = torch.empty_like(yp)
         parts = {"s": g_yp[:n_s], "b": g_yp[n_s:]}
-        for g, gh in (("s", g_hs), ("b", g_hb)):
+        for g, gh in (("s", gf[0]), ("b", gf[1])):
             w, out = b["w"][g], parts[g]
-            gh = gh.to(yp.dtype)
             if w is None:
-                out.copy_(gh.expand_as(out)).mul_(1.0 / len(out))
+                torch.mul(gh, 1.0 / len(out), out=out[0])
+                out[1:] = out[0]
             else:
                 torch.mul(w.to(yp.dtype).unsqueeze(1), gh, out=out)
         grads: List[Optional[Tensor]] = [None] * (len(ctx.needs_input_grad) - 2)
+        gds = {"s": gf[2:2 + k_s], "b": gf[2 + k_s:]}
         for g, state in ctx.states.items():
-            gd = (g_ds if g == "s" else g_db).to(yp.dtype)
-            g_o, gw = _chain_backward(state, gd, ctx.needs_input_grad[0])
+            g_o, gw = _chain_backward(state, gds[g], ctx.needs_input_grad[0])
             if g_o is not None:
                 parts[g].add_(g_o)
             grads = [a if c is None else (c if a is None else a + c) for a, c in zip(grads, gw)]
@@ -888,9 +931,12 @@ class Inferno(_InfernoBase):
         k = self._consts.get(n_bins)
         if k is None:
             P = self.n_params
+            e0 = np.zeros(P)
+            e0[0] = 1.0
             k = dict(c=1.0 / (1.0 + n_bins * self.eps), eps=self.eps, S0=self._S0, B0=self._B0,
-                     dS=self._dS.reshape(P, 1), dB=self._dB.reshape(P, 1), pos_s=self._pos["s"],
-                     pos_b=self._pos["b"], curv=torch.diag(self._curv), e0=self._e0)
+                     dS=self._dS.cpu().numpy(), dB=self._dB.cpu().numpy(),
+                     pos_s=self._pos["s"].cpu().numpy(), pos_b=self._pos["b"].cpu().numpy(),
+                     curv=self._curv.cpu().numpy(), diag=np.diag_indices(P), e0=e0)
             self._consts[n_bins] = k
         return k
 
@@ -1032,9 +1078,9 @@ class Inferno(_InfernoBase):
                     w=self._w[g], inv_t=plan.inv_t)
         if tan.dense_ is None and len(plan.linears) >= 2:
             spec["cols"] = tan.cols_t
-            spec["coef"] = None if tan.coef is None else tan.coef.t()
+            spec["coef"] = tan.coef
         else:
-            spec["dense"] = tan.dense(calls[0][1]).transpose(0, 1)
+            spec["dense"] = tan.dense(calls[0][1])
         return spec
 
     def _rule_tangent_hists(self, yp: Tensor, calls: List[_Call]) -> Dict[str, Tensor]:
@@ -1088,20 +1134,18 @@ class Inferno(_InfernoBase):
             first = yp
             if self._in_tan and self._fold_softmax:  # from the softmax input: one node less
                 first, b["o"], b["inv_t"] = calls[-1][1], yp.detach(), plan.inv_t
-            var, hess, info = _ChainFisher.apply(first, b, *lin)
+            var, hess = _ChainFisher.apply(first, b, *lin)
+            info = b["info"]
         else:
             tans = self._rule_tangent_hists(yp, calls) if calls is not None else self._jvp_tangent_hists(yp)
             hist = {g: self._soft_hist(yp[self._idx[g]], g).to(torch.float64) for g in _GROUPS}
             empty = hist["s"].new_zeros(0, yp.shape[1])
             d = {g: tans[g].to(torch.float64) if g in tans else empty for g in _GROUPS}
-            var, hess, info = _FisherPoiVariance.apply(hist["s"], hist["b"], d["s"], d["b"], k)
+            res: Dict[str, Any] = {}
+            var, hess = _FisherPoiVariance.apply(hist["s"], hist["b"], d["s"], d["b"], k, res)
+            info = res["info"]
         self.last_hessian = hess
-        if var.device.type == "cpu":
-            v = float(var.detach())
-            ok = int(info) == 0 and math.isfinite(v) and v > 0
-        else:
-            ok = bool((info == 0) & torch.isfinite(var) & (var > 0))
-        if not ok:
+        if info != 0:  # else the variance is finite and > 0
             self._raise_bad(hess)
         return var
 
