@@ -454,7 +454,35 @@ class _Model:
             loc = torch.stack([d.loc.to(dtype=DTYPE, device=self.device) for _, d in normal])
             scale = torch.stack([d.scale.to(dtype=DTYPE, device=self.device) for _, d in normal])
             const = float(torch.log(scale).sum()) + 0.5 * math.log(2 * math.pi) * len(normal)
-            self._normal = (torch.tensor([i for i, _ in normal], device=self.device), loc, 1.0 / scale, const)
+            idx = torch.tensor([i for i, _ in normal], device=self.device)
+            # dense over the P parameters (0 for the others), so no gather/scatter per evaluation
+            loc_p = torch.zeros(self.P, dtype=DTYPE, device=self.device).index_put((idx,), loc)
+            inv_p = torch.zeros(self.P, dtype=DTYPE, device=self.device).index_put((idx,), 1.0 / scale)
+            self._normal = (loc_p, inv_p, const)
+        self._others = [(i, d) for i, d in self.constraints if type(d) is not Normal]
+        # constant part of the Hessian (the Normal constraints) and the matrix that places the
+        # second derivatives of nu in alpha (see nll_grad_hess) into the flattened Hessian
+        P = self.P
+        self._hess_const = (torch.zeros(P, P, dtype=DTYPE, device=self.device) if self._normal is None
+                            else torch.diag(self._normal[1] * self._normal[1]))
+        if K:
+            cols = [[1 + k for k in range(K)]]  # m_aa: (alpha_k, alpha_k)
+            tmpl = []  # one (n_bins, K) block of [A_s, S_s, A_b, S_b] per process with shapes
+            if self.s_coef is not None:
+                cols.append([0] + self.i_s)  # m_as: (alpha_k, c) and (c, alpha_k) for these c
+                tmpl += [self.s_coef[1].T, self.s_coef[0].T]
+            if self.b_coef is not None:
+                cols.append(self.i_b)
+                tmpl += [self.b_coef[1].T, self.b_coef[0].T]
+            place = torch.zeros(len(cols) * K, P * P, dtype=DTYPE, device=self.device)
+            for k in range(K):
+                place[k, (1 + k) * P + 1 + k] = 1.0
+                for blk, cs in enumerate(cols[1:], start=1):
+                    for c in cs:
+                        place[blk * K + k, (1 + k) * P + c] += 1.0
+                        place[blk * K + k, c * P + 1 + k] += 1.0
+            self._d2_place = place
+            self._d2_tmpl = torch.cat(tmpl, dim=1)  # (n_bins, 2K or 4K)
 
     # ------------------------------------------------------------------ pieces
     def _rates(self, p: Tensor) -> Tuple[Tensor, Tensor]:
@@ -467,21 +495,22 @@ class _Model:
         return s, b
 
     def _constraint_terms(self, p: Tensor, gobs: Optional[Tensor], derivs: bool):
-        """Sum of -log p_k(theta_k - g_k) and, if derivs, its gradient and Hessian diagonal."""
+        """Sum of -log p_k(theta_k - g_k) and, if derivs, its gradient; the Hessian diagonal of
+        the Normal constraints is constant (``_hess_const``), that of the others is returned
+        (None if there are none)."""
         c = torch.zeros(p.shape[:-1], dtype=DTYPE, device=p.device)
-        g = torch.zeros_like(p) if derivs else None
-        h = torch.zeros_like(p) if derivs else None
+        g = h = None
         if self._normal is not None:  # all Normal constraints at once, in closed form
-            idx, loc, inv_scale, const = self._normal
-            x = p[..., idx] if gobs is None else p[..., idx] - gobs[..., idx]
-            z = (x - loc) * inv_scale
+            loc, inv_scale, const = self._normal
+            x = p if gobs is None else p - gobs
+            z = (x - loc) * inv_scale  # 0 for the parameters without a Normal constraint
             c = c + 0.5 * (z * z).sum(-1) + const
             if derivs:
-                g[..., idx] = z * inv_scale
-                h[..., idx] = (inv_scale * inv_scale).expand_as(z)
-        for i, d in self.constraints:
-            if type(d) is Normal:
-                continue
+                g = z * inv_scale
+        if self._others and derivs:
+            g = torch.zeros_like(p) if g is None else g.clone()
+            h = torch.zeros_like(p)
+        for i, d in self._others:
             x = p[..., i] if gobs is None else p[..., i] - gobs[..., i]
             with torch.enable_grad():  # other distributions: derivatives by autograd
                 xr = x.detach().clone().requires_grad_(True)
@@ -567,35 +596,47 @@ class _Model:
         hess = (J * r2.unsqueeze(-2)) @ J.transpose(-1, -2)
         if K:
             # second derivatives of nu, through the separable form: d2 f / d alpha_k^2 =
-            # g''(alpha_k) A_k, and sum_i w_i d f_i / d alpha_k = w.S_k + g'(alpha_k) w.A_k
-            ia = torch.arange(1, 1 + K, device=p.device)
-            m_aa = torch.zeros(nu.shape[:-1] + (K,), dtype=DTYPE, device=p.device)
-            if self.s_coef is not None:
-                wa = w @ self.s_coef[1].T
-                m_aa = m_aa + s[..., None] * g2 * wa
-                m_as = w @ self.s_coef[0].T + g1 * wa  # d2 nu / d alpha_k d s = d f_s / d alpha_k
-                for col in [0] + self.i_s:
-                    hess[..., ia, col] += m_as
-                    hess[..., col, ia] += m_as
-            if self.b_coef is not None:
-                wa = w @ self.b_coef[1].T
-                m_aa = m_aa + b[..., None] * g2 * wa
-                m_ab = w @ self.b_coef[0].T + g1 * wa
-                for col in self.i_b:
-                    hess[..., ia, col] += m_ab
-                    hess[..., col, ia] += m_ab
-            hess[..., ia, ia] += m_aa
+            # g''(alpha_k) A_k, and sum_i w_i d f_i / d alpha_k = w.S_k + g'(alpha_k) w.A_k;
+            # all placed into the Hessian by one product with a constant matrix
+            wt = w @ self._d2_tmpl  # (..., 2K or 4K): w.A_s, w.S_s, w.A_b, w.S_b
+            m_aa, blocks, j = 0.0, [], 0
+            for coef, rate in ((self.s_coef, s), (self.b_coef, b)):
+                if coef is None:
+                    continue
+                wa, ws = wt[..., j:j + K], wt[..., j + K:j + 2 * K]
+                j += 2 * K
+                m_aa = m_aa + rate[..., None] * g2 * wa
+                blocks.append(ws + g1 * wa)  # d2 nu / d alpha_k d(rate) = d f / d alpha_k
+            d2 = torch.cat([m_aa] + blocks, dim=-1) @ self._d2_place
+            hess = hess + d2.reshape(hess.shape)
         if self.constraints:
             c, cg, ch = self._constraint_terms(p, gobs, derivs=True)
             val = val + c
             grad = grad + cg
-            hess = hess + torch.diag_embed(ch)
+            hess = hess + self._hess_const
+            if ch is not None:
+                hess = hess + torch.diag_embed(ch)
         return val, grad, hess
 
 
 # =========================================================================== minimiser
+#: start pruning of :func:`_newton_multistart` (see :func:`_newton`): a start counts as being
+#: in Newton's quadratic regime when its Hessian is positive definite without damping and its
+#: decrement 0.5 g^T H^-1 g is at most this
+_PRUNE_REGIME = 0.1
+#: two starts in the quadratic regime head for the same minimum when their Newton-predicted
+#: minima m_i, m_j agree to 0.5 (m_j - m_i)^T H_j (m_j - m_i) <= min(this, (h_i + h_j)^2), with
+#: h the half decrements 0.5 g^T H^-1 g (NLL units; a Newton step's prediction error is of the
+#: order of the squared decrement).  The quadratic form is bounded from above by
+#: 0.5 (sum_f sqrt(H_ff) |m_j - m_i|_f)^2, which is what is tested.
+_PRUNE_SAME = 1e-3
+#: False: no pruning (every start runs to convergence; for tests and comparisons)
+_PRUNE_STARTS = True
+
+
 def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: Sequence[int],
-            tol: float, max_iter: int, c_armijo: float = 1e-4, n_halvings: int = 30):
+            tol: float, max_iter: int, c_armijo: float = 1e-4, n_halvings: int = 30,
+            n_starts: int = 1):
     """Damped Newton with backtracking line search over the free parameters, batched.
 
     p0: (B, P); n: (B, n_bins); gobs: (B, P) or None.  Returns p, nll, grad, hess,
@@ -604,7 +645,9 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     Each element iterates until its Newton decrement 0.5 g^T H^-1 g is <= tol with an
     undamped, positive-definite Hessian.  A Hessian that is not positive definite is
     regularised (Levenberg damping H + lam I); a step failing the Armijo condition is
-    halved; a step that cannot decrease the NLL raises the damping.
+    halved; a step that cannot decrease the NLL raises the damping.  Elements that have
+    converged or failed leave the batch (the working tensors are compacted), so later
+    iterations only evaluate the ones still running.
 
     With large counts the NLL is a sum of large terms and is only known to about
     eps * sum_i n_i (1 + |ln n_i|); once the predicted decrease 0.5 g^T H^-1 g is below that
@@ -616,6 +659,18 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     (alpha_k = 0 exactly); an alpha_k on the kink stays there ("pinned") while 0 is in its
     subdifferential, i.e. left derivative <= 0 <= right derivative, and otherwise moves
     to the side whose one-sided derivative is negative, using that side's derivatives.
+
+    ``n_starts`` > 1: the batch is ``n_starts`` starts of the same ``B // n_starts`` problems
+    (element ``e`` is start ``e // (B // n_starts)`` of problem ``e % (B // n_starts)``), of
+    which the caller keeps the lowest converged minimum (start 0 unless another is lower).
+    A start other than 0 is then dropped (returned with converged False) as soon as it
+    cannot change that choice: once it is in Newton's quadratic regime (undamped
+    positive-definite Hessian, 0.5 g^T H^-1 g <= ``_PRUNE_REGIME``, for code 0 no alpha on
+    or stepping across the kink), if its Newton-predicted minimum coincides (to
+    ``_PRUNE_SAME`` in its Hessian's metric) with that of a lower-numbered start also in the
+    quadratic regime or converged, i.e. both head for the same minimum; or if even twice the
+    quadratic model's predicted decrease, nll - g^T H^-1 g, leaves it above a minimum that
+    another start of its problem has already converged to.
     """
     B, P = p0.shape
     dev = p0.device
@@ -631,15 +686,27 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
     kink = model.code == 0 and K > 0
     # positions of the alphas inside the free vector (alphas are always free)
     a_pos = torch.as_tensor([list(free).index(1 + k) for k in range(K)], dtype=torch.long, device=dev) if kink else None
+    prune = n_starts > 1 and _PRUNE_STARTS
+    if prune:
+        n_pb = B // n_starts
+        rec = torch.zeros(B, F + 2, dtype=DTYPE, device=dev)  # see _prune_starts
+        best_conv = torch.full((n_pb,), math.inf, dtype=DTYPE, device=dev)  # lowest converged NLL per problem
+    # outputs, filled as elements leave the batch
+    out_p, out_nll = torch.empty_like(p0), torch.empty(B, dtype=DTYPE, device=dev)
+    out_g, out_H = torch.empty_like(p0), torch.empty(B, P, P, dtype=DTYPE, device=dev)
+    out_conv = torch.zeros(B, dtype=torch.bool, device=dev)
+    out_iter = torch.zeros(B, dtype=torch.long, device=dev)
+    idx = torch.arange(B, device=dev)  # original index of every working element
     p = p0.clone()
     nll, g, H = model.nll_grad_hess(p, n, lgam, gobs)
     lam = torch.zeros(B, dtype=DTYPE, device=dev)
-    converged = torch.zeros(B, dtype=torch.bool, device=dev)
     failed = ~torch.isfinite(nll)
     n_iter = torch.zeros(B, dtype=torch.long, device=dev)
     ts = 0.5 ** torch.arange(0, n_halvings + 1, dtype=DTYPE, device=dev)  # 1, 1/2, 1/4, ...
     for it in range(max_iter + 1):
-        pinned = torch.zeros(B, F, dtype=torch.bool, device=dev)
+        Bw = p.shape[0]
+        pinned = torch.zeros(Bw, F, dtype=torch.bool, device=dev)
+        go_right = None
         if kink:
             alpha = p[:, 1:1 + K]
             at0 = alpha == 0
@@ -684,13 +751,32 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
                 pinned[:, a_pos] |= wrong
                 d, dec, lam, bad, scale = solve(pinned, lam)
         failed = failed | bad
-        converged = converged | ((0.5 * dec <= tol) & (lam == 0) & ~failed)
-        active = ~converged & ~failed
-        if not bool(active.any()) or it == max_iter:
-            break
+        converged = (0.5 * dec <= tol) & (lam == 0) & ~failed
+        done = converged | failed
+        if prune and it > 0:
+            done = done | _prune_starts(p, nll, Hf, d, dec, lam, pinned, failed, converged, idx, n_pb, rec, best_conv,
+                                        (f0, contiguous, free_t), K, a_pos)
+        if it == max_iter:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            # elements that leave: store them, and keep working on the others only
+            rows = idx[done]
+            out_p[rows], out_nll[rows], out_g[rows], out_H[rows] = p[done], nll[done], g[done], H[done]
+            out_conv[rows], out_iter[rows] = converged[done], n_iter[done]
+            keep = (~done).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            idx, p, n, lgam, fp_floor = idx[keep], p[keep], n[keep], lgam[keep], fp_floor[keep]
+            gobs = None if gobs is None else gobs[keep]
+            nll, lam, n_iter, d, dec, scale = nll[keep], lam[keep], n_iter[keep], d[keep], dec[keep], scale[keep]
+            Bw = keep.numel()
+        failed = torch.zeros(Bw, dtype=torch.bool, device=dev)
         step = torch.zeros_like(p)
-        step[:, free_t] = torch.where(active[:, None], d, torch.zeros_like(d))
-        t_max = torch.ones(B, dtype=DTYPE, device=dev)
+        if contiguous:
+            step[:, f0:] = d
+        else:
+            step[:, free_t] = d
+        t_max = torch.ones(Bw, dtype=DTYPE, device=dev)
         snap = None
         if kink:  # stop on the kink if the step crosses it
             alpha, da = p[:, 1:1 + K], step[:, 1:1 + K]
@@ -699,25 +785,24 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
             t_first, k_first = t_cross.min(-1)
             snap = t_first < 1.0
             t_max = torch.where(snap, t_first, t_max)
-        cand = t_max[:, None] * ts[None, :]  # (B, n_t) step lengths, largest first
         nll_1 = model.nll(p + t_max[:, None] * step, n, lgam, gobs)
         ok_1 = (nll_1 <= nll - c_armijo * t_max * dec) | ((0.5 * dec <= fp_floor) & torch.isfinite(nll_1))
-        t = torch.where(ok_1 & active, t_max, torch.zeros_like(nll))
-        need = active & ~ok_1
+        t = torch.where(ok_1, t_max, torch.zeros_like(nll))
+        need = ~ok_1
         if bool(need.any()):
-            idx = need.nonzero().squeeze(-1)
-            ci = cand[idx, 1:]
-            p_l = p[idx, None, :] + ci[:, :, None] * step[idx, None, :]
-            gi = None if gobs is None else gobs[idx, None, :]
-            nll_l = model.nll(p_l, n[idx, None, :], lgam[idx, None], gi)
-            ok = nll_l <= nll[idx, None] - c_armijo * ci * dec[idx, None]
+            sel = need.nonzero().squeeze(-1)
+            ci = t_max[sel, None] * ts[None, 1:]  # (n_need, n_halvings) step lengths, largest first
+            p_l = p[sel, None, :] + ci[:, :, None] * step[sel, None, :]
+            gi = None if gobs is None else gobs[sel, None, :]
+            nll_l = model.nll(p_l, n[sel, None, :], lgam[sel, None], gi)
+            ok = nll_l <= nll[sel, None] - c_armijo * ci * dec[sel, None]
             any_ok = ok.any(-1)
             first = torch.argmax(ok.to(torch.int8), dim=-1)  # largest step satisfying Armijo
             best = torch.argmin(torch.nan_to_num(nll_l, nan=math.inf), dim=-1)
-            improves = nll_l.gather(-1, best[:, None]).squeeze(-1) < nll[idx]
+            improves = nll_l.gather(-1, best[:, None]).squeeze(-1) < nll[sel]
             choice = torch.where(any_ok, first, best)
             t_sel = ci.gather(-1, choice[:, None]).squeeze(-1)
-            t = t.index_put((idx,), torch.where(any_ok | improves, t_sel, torch.zeros_like(t_sel)))
+            t = t.index_put((sel,), torch.where(any_ok | improves, t_sel, torch.zeros_like(t_sel)))
         moved = t > 0
         p = p + t[:, None] * step
         if snap is not None:  # land exactly on the kink
@@ -726,13 +811,47 @@ def _newton(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tensor], free: 
                 rows = hit.nonzero().squeeze(-1)
                 p[rows, 1 + k_first[rows]] = 0.0
         lam = torch.where(moved, torch.where(lam / 10.0 < 1e-8 * scale, torch.zeros_like(lam), lam / 10.0), lam)
-        lam = torch.where(active & ~moved, torch.maximum(10.0 * lam, 1e-4 * scale), lam)
-        n_iter = n_iter + active.long()
+        lam = torch.where(~moved, torch.maximum(10.0 * lam, 1e-4 * scale), lam)
+        n_iter = n_iter + 1
         # a step that cannot decrease the NLL is retried with more damping; give up once the
         # damping dwarfs the curvature (the step is then below float64 resolution)
-        failed = failed | (active & ~moved & (lam > 1e12 * scale))
+        failed = ~moved & (lam > 1e12 * scale)
         nll, g, H = model.nll_grad_hess(p, n, lgam, gobs)
-    return p, nll, g, H, converged & ~failed, n_iter
+    return out_p, out_nll, out_g, out_H, out_conv, out_iter
+
+
+def _prune_starts(p: Tensor, nll: Tensor, Hf: Tensor, d: Tensor, dec: Tensor, lam: Tensor, pinned: Tensor,
+                  failed: Tensor, converged: Tensor, idx: Tensor, n_pb: int, rec: Tensor, best_conv: Tensor,
+                  free: Tuple[int, bool, Tensor], K: int, a_pos: Optional[Tensor]) -> Tensor:
+    """The starts of :func:`_newton`'s batch that can be dropped (see its docstring), as a
+    bool mask over the working elements.  ``rec`` (n_starts * n_pb, F + 2) holds, per start,
+    its latest Newton-predicted minimum, half decrement and whether it is a valid reference
+    (quadratic regime or converged); ``best_conv`` (n_pb,) the lowest converged NLL of each
+    problem.  Both are updated in place."""
+    f0, contiguous, free_t = free
+    F = d.shape[-1]
+    h = 0.5 * dec
+    regime = (lam == 0) & ~failed & (h <= _PRUNE_REGIME)
+    if a_pos is not None:  # code 0: the quadratic model does not reach across the kink
+        alpha = p[:, 1:1 + K]
+        regime = regime & ~pinned.any(-1) & ((alpha * (alpha + d[:, a_pos])) > 0).all(-1)
+    regime = regime | converged
+    m = (p[:, f0:] if contiguous else p[:, free_t]) + d
+    rec[idx] = torch.cat([m, h[:, None], regime[:, None].to(DTYPE)], dim=-1)
+    prob, start = idx % n_pb, idx // n_pb
+    best_conv.scatter_reduce_(0, prob, torch.where(converged, nll, math.inf), "amin")
+    cand = regime & ~converged & (start > 0)
+    if not bool(cand.any()):
+        return cand
+    S = rec.shape[0] // n_pb
+    r = rec.view(S, n_pb, F + 2)[:, prob]  # every start of every working element's problem, (S, Bw, F + 2)
+    # 0.5 D^T H D <= 0.5 (sum_f sqrt(H_ff) |D_f|)^2 for a positive-definite H (Cauchy-Schwarz)
+    q = 0.5 * ((r[..., :F] - m).abs() * Hf.diagonal(dim1=-2, dim2=-1).sqrt()).sum(-1) ** 2
+    lim = ((r[..., F] + h) ** 2).clamp(max=_PRUNE_SAME)
+    lower = torch.arange(S, device=p.device)[:, None] < start
+    same = ((r[..., F + 1] > 0) & lower & (q <= lim)).any(0)
+    above = nll - dec > best_conv[prob]
+    return cand & (same | above)
 
 
 #: at most this many shape nuisances get a start in every corner of {-1, +1}^K (else one
@@ -770,7 +889,7 @@ def _newton_multistart(model: _Model, p0: Tensor, n: Tensor, gobs: Optional[Tens
     starts = p0.unsqueeze(0).repeat(S, 1, 1)
     starts[1:, :, 1:1 + K] = alts[:, None, :]
     p, nll, g, H, conv, n_iter = _newton(model, starts.reshape(S * B, -1), n.repeat(S, 1), None if gobs is None else gobs.repeat(S, 1),
-                                         free, tol, max_iter)
+                                         free, tol, max_iter, n_starts=S)
     P = p.shape[-1]
     p, nll, g, H = p.reshape(S, B, P), nll.reshape(S, B), g.reshape(S, B, P), H.reshape(S, B, P, P)
     conv, n_iter = conv.reshape(S, B), n_iter.reshape(S, B)
