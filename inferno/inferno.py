@@ -450,8 +450,14 @@ def _cholesky_info(hess: Tensor) -> Tuple[Tensor, Tensor]:
     return chol, torch.where(singular & (info == 0), torch.ones_like(info), info)
 
 
+#: the Fisher algebra runs in plain Python floats when P (P + 1) / 2 * n_bins is at most this
+#: (the paper's problems: P <= 4, 10 bins), where it costs less than the dispatch of the
+#: numpy calls; numpy above
+_PY_FISHER_MAX = 1500
+
+
 def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[Tensor],
-                    k: Dict[str, Any]) -> Tuple[float, np.ndarray, int, Tuple[np.ndarray, ...]]:
+                    k: Dict[str, Any]) -> Tuple[float, Any, int, Tuple[Any, ...]]:
     r""":math:`[H^{-1}]_{\mu\mu}` with :math:`H = J\,\mathrm{diag}(1/\nu)\,J^\top + C`, in float64.
 
     ``hs``, ``hb`` (bins,): weighted means of the network outputs over the signal and
@@ -462,25 +468,30 @@ def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[T
     :math:`J = \partial_\theta S\, \tilde f_s^\top + \partial_\theta B\, \tilde f_b^\top`
     plus :math:`S_0 c\, d_s` / :math:`B_0 c\, d_b` on the rows of the shape nuisances.
 
-    These are a few dozen numbers: the algebra runs in numpy on the host (one transfer in,
-    one out), where a small operation costs a fraction of a torch dispatch. Returns the
-    variance (nan when H is not positive definite), the Hessian, the Cholesky ``info``
-    (0: positive definite and not numerically singular) and what :func:`_fisher_backward`
-    needs.
+    These are a few dozen numbers: the algebra runs on the host (one transfer in, one out),
+    in plain Python floats for small problems and in numpy otherwise, where an operation
+    costs a fraction of a torch dispatch. Returns the variance (nan when H is not positive
+    definite), the Hessian (P, P) (nested lists or an array), the Cholesky ``info`` (0:
+    positive definite, not numerically singular, finite positive variance) and what
+    :func:`_fisher_backward` needs.
     """
     parts = [hs.detach().reshape(1, -1), hb.detach().reshape(1, -1)]
     parts += [t.detach() for t in (ds, db) if t is not None and t.shape[0]]
-    a = torch.cat(parts).to("cpu", torch.float64).numpy()
+    a = torch.cat(parts).to("cpu", torch.float64)
+    ks = ds.shape[0] if ds is not None else 0
+    kb = db.shape[0] if db is not None else 0
+    if k["py"]:
+        return _fisher_forward_py(a.tolist(), ks, kb, k)
+    a = a.numpy()
     c, eps, S0, B0 = k["c"], k["eps"], k["S0"], k["B0"]
     fs = (a[0] + eps) * c
     fb = (a[1] + eps) * c
     nu = S0 * fs + B0 * fb
     jac = np.outer(k["dS"], fs) + np.outer(k["dB"], fb)  # (P, bins)
-    r = 2
-    for pos, scale, t in ((k["pos_s"], S0 * c, ds), (k["pos_b"], B0 * c, db)):
-        if t is not None and t.shape[0]:
-            jac[pos] += scale * a[r:r + len(pos)]  # distinct positions
-            r += len(pos)
+    if ks:
+        jac[k["pos_s"]] += (S0 * c) * a[2:2 + ks]  # distinct positions
+    if kb:
+        jac[k["pos_b"]] += (B0 * c) * a[2 + ks:]
     hess = (jac / nu) @ jac.T
     hess[k["diag"]] += k["curv"]
     info, var, v = 1, math.nan, None
@@ -495,33 +506,96 @@ def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[T
                 v = np.linalg.solve(chol.T, np.linalg.solve(chol, k["e0"]))  # (P,)
                 var = float(v[0])
                 info = 0 if math.isfinite(var) and var > 0 else 1
-    return var, hess, info, (jac, nu, v)
+    return var, hess, info, (jac, nu, v, ks, kb)
 
 
-def _fisher_backward(state: Tuple[np.ndarray, ...], g_var: float, k: Dict[str, Any], n_s: int,
-                     n_b: int) -> np.ndarray:
+def _fisher_forward_py(rows: List[List[float]], ks: int, kb: int, k: Dict[str, Any]
+                       ) -> Tuple[float, List[List[float]], int, Tuple[Any, ...]]:
+    """:func:`_fisher_forward` in Python floats (the same operations)."""
+    c, eps, S0, B0 = k["c"], k["eps"], k["S0"], k["B0"]
+    fs = [(h + eps) * c for h in rows[0]]
+    fb = [(h + eps) * c for h in rows[1]]
+    nu = [S0 * x + B0 * y for x, y in zip(fs, fb)]
+    jac = [[p * x + q * y for x, y in zip(fs, fb)] for p, q in zip(k["dS_l"], k["dB_l"])]
+    for pos, scale, r0 in ((k["pos_s_l"][:ks], S0 * c, 2), (k["pos_b_l"][:kb], B0 * c, 2 + ks)):
+        for j, p in enumerate(pos):
+            jac[p] = [x + scale * y for x, y in zip(jac[p], rows[r0 + j])]
+    P = len(jac)
+    jn = [[x / n for x, n in zip(row, nu)] for row in jac]
+    hess = [[0.0] * P for _ in range(P)]
+    for i in range(P):
+        for j in range(i + 1):
+            hess[i][j] = hess[j][i] = sum([x * y for x, y in zip(jn[i], jac[j])])
+        hess[i][i] += k["curv_l"][i]
+    var, v, info = math.nan, None, 1
+    if all(math.isfinite(x) for row in hess for x in row):
+        L = [[0.0] * P for _ in range(P)]
+        ok = True
+        for i in range(P):  # Cholesky, lower
+            Li = L[i]
+            for j in range(i + 1):
+                Lj = L[j]
+                s = hess[i][j] - sum([Li[q] * Lj[q] for q in range(j)])
+                if i == j:
+                    if not (s > 0 and s >= _SINGULAR * hess[i][i]):
+                        ok = False
+                        break
+                    Li[i] = math.sqrt(s)
+                else:
+                    Li[j] = s / Lj[j]
+            if not ok:
+                break
+        if ok:  # L y = e0, L^T v = y
+            y = [0.0] * P
+            for i in range(P):
+                y[i] = ((1.0 if i == 0 else 0.0) - sum([L[i][q] * y[q] for q in range(i)])) / L[i][i]
+            v = [0.0] * P
+            for i in range(P - 1, -1, -1):
+                v[i] = (y[i] - sum([L[q][i] * v[q] for q in range(i + 1, P)])) / L[i][i]
+            var = v[0]
+            info = 0 if math.isfinite(var) and var > 0 else 1
+    return var, hess, info, (jac, nu, v, ks, kb)
+
+
+def _fisher_backward(state: Tuple[Any, ...], g_var: float, k: Dict[str, Any]) -> Any:
     r"""Gradients of :func:`_fisher_forward` with respect to ``hs``, ``hb``, ``ds``, ``db``,
-    stacked as rows (2 + K_s + K_b, bins) (``n_s``, ``n_b``: 0 for a group whose tangents
-    were not given).
+    stacked as rows (2 + K_s + K_b, bins) (nested lists or an array).
 
     With :math:`v = H^{-1} e_\mu` and :math:`u = (v^\top J)/\nu`, the variance changes by
     :math:`-2\sum_i u_i\, v^\top \delta J_{:i} + \sum_i u_i^2\, \delta\nu_i`.
     """
-    jac, nu, v = state
+    jac, nu, v, ks, kb = state
     c, S0, B0 = k["c"], k["S0"], k["B0"]
+    g = g_var * c
+    if k["py"]:
+        P = len(v)
+        u = [sum([v[p] * jac[p][i] for p in range(P)]) / n for i, n in enumerate(nu)]
+        vs = sum([x * y for x, y in zip(k["dS_l"], v)])
+        vb = sum([x * y for x, y in zip(k["dB_l"], v)])
+        out = [[g * (S0 * x * x - 2 * vs * x) for x in u], [g * (B0 * x * x - 2 * vb * x) for x in u]]
+        for pos, scale in ((k["pos_s_l"][:ks], S0), (k["pos_b_l"][:kb], B0)):
+            for p in pos:
+                f = -2 * g * v[p] * scale
+                out.append([f * x for x in u])
+        return out
     u = (v @ jac) / nu  # (bins,)
     u2 = u * u
     vs, vb = float(k["dS"] @ v), float(k["dB"] @ v)
-    g = g_var * c
-    out = np.empty((2 + n_s + n_b, len(nu)))
+    out = np.empty((2 + ks + kb, len(nu)))
     out[0] = g * (S0 * u2 - 2 * vs * u)
     out[1] = g * (B0 * u2 - 2 * vb * u)
     vu = np.outer(v * (-2 * g), u)  # (P, bins)
-    if n_s:
-        out[2:2 + n_s] = vu[k["pos_s"]] * S0
-    if n_b:
-        out[2 + n_s:] = vu[k["pos_b"]] * B0
+    if ks:
+        out[2:2 + ks] = vu[k["pos_s"]] * S0
+    if kb:
+        out[2 + ks:] = vu[k["pos_b"]] * B0
     return out
+
+
+def _host_tensor(x: Any, device: torch.device, dtype: torch.dtype = torch.float64) -> Tensor:
+    """A tensor from the nested lists or the array of the host-side Fisher algebra."""
+    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else torch.tensor(x, dtype=torch.float64)
+    return t.to(device, dtype)
 
 
 class _FisherPoiVariance(torch.autograd.Function):
@@ -533,18 +607,18 @@ class _FisherPoiVariance(torch.autograd.Function):
     def forward(ctx, hs: Tensor, hb: Tensor, ds: Tensor, db: Tensor, k: Dict[str, Any],  # type: ignore[override]
                 res: Dict[str, Any]):
         var, hess, res["info"], state = _fisher_forward(hs, hb, ds, db, k)
-        ctx.state, ctx.k, ctx.n = state, k, (ds.shape[0], db.shape[0])  # intermediates only
-        hess_t = torch.from_numpy(hess).to(hs.device)
+        ctx.state, ctx.k = state, k  # intermediates only
+        hess_t = _host_tensor(hess, hs.device)
         ctx.mark_non_differentiable(hess_t)
         return torch.tensor(var, dtype=torch.float64, device=hs.device), hess_t
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_var: Tensor, g_hess: Any):  # type: ignore[override]
-        n_s, n_b = ctx.n
-        g = torch.from_numpy(_fisher_backward(ctx.state, float(g_var), ctx.k, n_s, n_b)).to(g_var.device)
-        return (g[0], g[1], g[2:2 + n_s] if ctx.needs_input_grad[2] else None,
-                g[2 + n_s:] if ctx.needs_input_grad[3] else None, None, None)
+        ks, kb = ctx.state[3:]
+        g = _host_tensor(_fisher_backward(ctx.state, float(g_var), ctx.k), g_var.device)
+        return (g[0], g[1], g[2:2 + ks] if ctx.needs_input_grad[2] else None,
+                g[2 + ks:] if ctx.needs_input_grad[3] else None, None, None)
 
 
 class _ChainFisher(torch.autograd.Function):
@@ -584,7 +658,7 @@ class _ChainFisher(torch.autograd.Function):
         var, hess, b["info"], fstate = _fisher_forward(h["s"], h["b"], d["s"], d["b"], b["k"])
         ctx.b, ctx.states, ctx.fstate = b, states, fstate
         ctx.save_for_backward(of)
-        hess_t = torch.from_numpy(hess).to(yp.device)
+        hess_t = _host_tensor(hess, yp.device)
         ctx.mark_non_differentiable(hess_t)
         return torch.tensor(var, dtype=torch.float64, device=yp.device), hess_t
 
@@ -594,10 +668,8 @@ class _ChainFisher(torch.autograd.Function):
         b = ctx.b
         (yp,) = ctx.saved_tensors  # the network output (derivative version)
         n_s = b["n_s"]
-        K = {g: len(spec["cols"]) if spec["cols"] is not None else spec["dense"].shape[0]
-             for g, spec in b["specs"].items()}
-        k_s, k_b = K.get("s", 0), K.get("b", 0)
-        gf = torch.from_numpy(_fisher_backward(ctx.fstate, float(g_var), b["k"], k_s, k_b)).to(yp.device, yp.dtype)
+        k_s = ctx.fstate[3]
+        gf = _host_tensor(_fisher_backward(ctx.fstate, float(g_var), b["k"]), yp.device, yp.dtype)
         g_yp = torch.empty_like(yp)
         parts = {"s": g_yp[:n_s], "b": g_yp[n_s:]}
         for g, gh in (("s", gf[0]), ("b", gf[1])):
@@ -719,10 +791,11 @@ class _InfernoBase(AbsCallback):
         if w is not None and not (st[2] > 0 and st[3] > 0):
             raise ValueError(f"the summed weights of the batch's signal ({st[2]}) and background "
                              f"({st[3]}) events must be > 0")
-        # reorder the batch, signal rows first, so that the groups are contiguous slices
-        perm = torch.argsort(sig.to(torch.int8), descending=True, stable=True)
+        # reorder the batch, signal rows first, so that the groups are contiguous slices (a
+        # stable sort of y, 1 before 0, keeps the order of the events within each group)
+        ys, perm = torch.sort(y, descending=True, stable=True)
         wr.x = wr.x.index_select(0, perm)
-        wr.y = wr.y.index_select(0, perm)
+        wr.y = ys.reshape(wr.y.shape)
         if wr.w is not None:
             wr.w = wr.w.index_select(0, perm)
             w = wr.w.reshape(-1)
@@ -936,7 +1009,10 @@ class Inferno(_InfernoBase):
             k = dict(c=1.0 / (1.0 + n_bins * self.eps), eps=self.eps, S0=self._S0, B0=self._B0,
                      dS=self._dS.cpu().numpy(), dB=self._dB.cpu().numpy(),
                      pos_s=self._pos["s"].cpu().numpy(), pos_b=self._pos["b"].cpu().numpy(),
-                     curv=self._curv.cpu().numpy(), diag=np.diag_indices(P), e0=e0)
+                     curv=self._curv.cpu().numpy(), diag=np.diag_indices(P), e0=e0,
+                     py=P * (P + 1) // 2 * n_bins <= _PY_FISHER_MAX)
+            for name in ("dS", "dB", "pos_s", "pos_b", "curv"):  # for the Python floats version
+                k[name + "_l"] = k[name].tolist()
             self._consts[n_bins] = k
         return k
 

@@ -380,6 +380,29 @@ def test_fast_paths_agree_with_autograd(fold):
         Inferno([RateNuisance("b1", on="b", mode="scale"), RateNuisance("b2", on="b", mode="scale")]).loss_on(net, x, y)
 
 
+@pytest.mark.parametrize("tangents", ["sequential", "jvp"])
+def test_fisher_algebra_python_and_numpy_agree(monkeypatch, tangents):
+    """The host-side Fisher algebra in Python floats (small problems) and in numpy (large
+    ones) give the same loss, gradient and Hessian, and both refuse a singular Hessian."""
+    import inferno.inferno as inf
+
+    net = _relu_net(seed=5, dtype=F64)
+    x, y, _ = _paper_batch(n=300, dtype=F64)
+    w = torch.rand(len(x), dtype=F64) + 0.5
+    res = {}
+    for name, limit in (("py", inf._PY_FISHER_MAX), ("np", -1)):
+        monkeypatch.setattr(inf, "_PY_FISHER_MAX", limit)
+        cb = PaperInferno.from_benchmark(4, tangents=tangents)
+        res[name] = (*_loss_and_grad(cb, net, x, y, w), cb.last_hessian)
+        with pytest.raises(ValueError, match="not positive definite"):
+            Inferno([RateNuisance("b1", on="b", mode="scale"),
+                     RateNuisance("b2", on="b", mode="scale")]).loss_on(net, x, y)
+    (l0, g0, h0), (l1, g1, h1) = res["py"], res["np"]
+    assert l1 == pytest.approx(l0, rel=1e-12)
+    assert float((g1 - g0).norm() / g0.norm()) < 1e-12
+    torch.testing.assert_close(h1, h0, rtol=1e-12, atol=0)
+
+
 def test_sequential_handles_shared_and_nested_modules():
     """A module object used twice (a common way of writing nets) and nested Sequentials."""
     torch.manual_seed(4)
