@@ -99,6 +99,13 @@ class VariableSoftmax(nn.Softmax):
 
 
 # ------------------------------------------------------------------------ tangents
+def _plain_sequential(model: nn.Module) -> bool:
+    """True when ``model`` and every ``nn.Sequential`` in it use ``nn.Sequential.forward``
+    (each leaf called once, in order)."""
+    return all(type(m).forward is nn.Sequential.forward for m in model.modules()
+               if isinstance(m, nn.Sequential))
+
+
 def _leaves(model: nn.Module) -> Optional[List[nn.Module]]:
     """The leaf modules of a (nested) ``nn.Sequential`` in call order, else None."""
     if not isinstance(model, nn.Sequential):
@@ -177,14 +184,24 @@ class _ActivationRecorder:
     A module used at several places of the model (e.g. one activation object) is recorded
     at each call. For ``nn.Dropout`` in training the hook keeps the mask of the forward
     pass (scaled by 1/(1 - p)), so that the tangents see the same mask.
+
+    ``record`` (a flag per leaf, default all) limits the hooks to some leaves: a module
+    with a forward hook takes PyTorch's slow call path, so the Linear layers, whose
+    weights are all the tangents need, are left alone when the model is a plain
+    ``nn.Sequential`` (which calls its leaves once each, in order). :meth:`collect` then
+    gives None at the positions not recorded.
     """
 
-    def __init__(self, leaves: List[nn.Module]):
+    def __init__(self, leaves: List[nn.Module], record: Optional[List[bool]] = None):
         self.leaves = leaves
         self.armed = False
         self.calls: List[_Call] = []
-        unique = list({id(m): m for m in leaves}.values())
-        self.handles = [m.register_forward_hook(self._hook) for m in unique]
+        rec = [True] * len(leaves) if record is None else record
+        hooked = {id(m): m for m, r in zip(leaves, rec) if r}
+        # the recorded positions: every call of a hooked module is recorded
+        self.positions = [i for i, m in enumerate(leaves) if id(m) in hooked]
+        self.expected = [leaves[i] for i in self.positions]
+        self.handles = [m.register_forward_hook(self._hook) for m in hooked.values()]
         self._supported: Dict[Tuple[bool, ...], bool] = {}
 
     def _hook(self, mod: nn.Module, args: Tuple[Any, ...], out: Tensor) -> None:
@@ -211,15 +228,21 @@ class _ActivationRecorder:
             ok = self._supported[modes] = all(_leaf_supported(m) for m in self.leaves)
         return ok
 
-    def collect(self, y_pred: Tensor) -> Optional[List[_Call]]:
-        """Stop recording; the calls if they are exactly one pass through the leaves that
-        produced ``y_pred``, else None."""
+    def collect(self, y_pred: Tensor) -> Optional[List[Optional[_Call]]]:
+        """Stop recording; the calls (one per leaf, None where not recorded) if they are
+        exactly one pass through the recorded leaves, the last of which produced
+        ``y_pred``, else None."""
         self.armed = False
         calls, self.calls = self.calls, []
-        if (len(calls) != len(self.leaves) or calls[-1][2] is not y_pred
-                or any(c[0] is not m for c, m in zip(calls, self.leaves))):
+        if (len(calls) != len(self.expected) or calls[-1][2] is not y_pred
+                or any(c[0] is not m for c, m in zip(calls, self.expected))):
             return None
-        return calls
+        if len(calls) == len(self.leaves):
+            return calls
+        out: List[Optional[_Call]] = [None] * len(self.leaves)
+        for i, c in zip(self.positions, calls):
+            out[i] = c
+        return out
 
     def remove(self) -> None:
         for h in self.handles:
@@ -996,8 +1019,12 @@ class Inferno(_InfernoBase):
                 if bad and self.tangents == "sequential":
                     raise ValueError(f"tangents='sequential' does not support the layers {bad}; use 'jvp'")
                 if not bad:
-                    self._recorder = _ActivationRecorder(leaves)
                     self._plan = _ChainPlan(leaves) if self._use_chain else None
+                    record = None
+                    if self._plan is not None and self._plan.ok and _plain_sequential(self.wrapper.model):
+                        record = [not isinstance(m, nn.Linear) for m in leaves]
+                    self._recorder = _ActivationRecorder(leaves, record)
+                    self._leaf_list = leaves
 
     def _fisher_consts(self, n_bins: int) -> Dict[str, Any]:
         """Constants of :class:`_FisherPoiVariance` for ``n_bins`` bins (cached)."""
@@ -1156,7 +1183,7 @@ class Inferno(_InfernoBase):
             spec["cols"] = tan.cols_t
             spec["coef"] = tan.coef
         else:
-            spec["dense"] = tan.dense(calls[0][1])
+            spec["dense"] = tan.dense(self.wrapper.x)
         return spec
 
     def _rule_tangent_hists(self, yp: Tensor, calls: List[_Call]) -> Dict[str, Tensor]:
@@ -1204,7 +1231,7 @@ class Inferno(_InfernoBase):
         plan = self._plan
         if not self._in_tan or (calls is not None and plan is not None and plan.ok):
             # the whole loss as one autograd node with an analytic backward
-            lin = [calls[i][0].weight for i in plan.linears] if self._in_tan else []
+            lin = [self._leaf_list[i].weight for i in plan.linears] if self._in_tan else []
             b = dict(n_s=self._idx["s"].stop, w=self._w, k=k, o=None,
                      specs={g: self._chain_spec(g, calls) for g in self._in_tan})
             first = yp

@@ -403,6 +403,35 @@ def test_fisher_algebra_python_and_numpy_agree(monkeypatch, tangents):
     torch.testing.assert_close(h1, h0, rtol=1e-12, atol=0)
 
 
+def test_recorder_hooks_only_what_the_fused_path_needs():
+    """A plain Sequential of Linear/ReLU/softmax gets no hooks on its Linear layers (slow
+    call path); a Sequential subclass with its own forward is recorded leaf by leaf; both
+    give the autograd strategy's loss and gradient."""
+
+    class MySeq(nn.Sequential):
+        def forward(self, x):
+            return super().forward(x)
+
+    torch.manual_seed(3)
+    plain = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 5),
+                          VariableSoftmax(0.3)).double()
+    custom = MySeq(*[m for m in plain])
+    x, y, w = _batch(seed=8)
+    ref = _loss_and_grad(PaperInferno.from_benchmark(4, hessian="autograd"), plain, x, y, w)
+    for net, linear_hooked in ((plain, False), (custom, True)):
+        cb = PaperInferno.from_benchmark(4)
+        wr = ModelWrapper(net)
+        cb.set_wrapper(wr)
+        cb._setup(wr.device)
+        assert bool(net[0]._forward_hooks) == linear_hooked
+        assert bool(net[1]._forward_hooks) and bool(net[5]._forward_hooks)
+        cb._teardown()
+        assert not any(m._forward_hooks for m in net.modules())
+        loss, grad = _loss_and_grad(PaperInferno.from_benchmark(4), net, x, y, w)
+        assert loss == pytest.approx(ref[0], rel=1e-11)
+        assert float((grad - ref[1]).norm() / ref[1].norm()) < 1e-10
+
+
 def test_sequential_handles_shared_and_nested_modules():
     """A module object used twice (a common way of writing nets) and nested Sequentials."""
     torch.manual_seed(4)
