@@ -498,11 +498,17 @@ def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[T
     positive definite, not numerically singular, finite positive variance) and what
     :func:`_fisher_backward` needs.
     """
+    ks = ds.shape[0] if ds is not None else 0
+    kb = db.shape[0] if db is not None else 0
+    if k["py"] and hs.device.type == "cpu":  # floats straight from the tensors
+        rows = [hs.tolist(), hb.tolist()]
+        for t, n in ((ds, ks), (db, kb)):
+            if n:
+                rows += t.tolist()
+        return _fisher_forward_py(rows, ks, kb, k)
     parts = [hs.detach().reshape(1, -1), hb.detach().reshape(1, -1)]
     parts += [t.detach() for t in (ds, db) if t is not None and t.shape[0]]
     a = torch.cat(parts).to("cpu", torch.float64)
-    ks = ds.shape[0] if ds is not None else 0
-    kb = db.shape[0] if db is not None else 0
     if k["py"]:
         return _fisher_forward_py(a.tolist(), ks, kb, k)
     a = a.numpy()
@@ -617,8 +623,11 @@ def _fisher_backward(state: Tuple[Any, ...], g_var: float, k: Dict[str, Any]) ->
 
 def _host_tensor(x: Any, device: torch.device, dtype: torch.dtype = torch.float64) -> Tensor:
     """A tensor from the nested lists or the array of the host-side Fisher algebra."""
-    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else torch.tensor(x, dtype=torch.float64)
-    return t.to(device, dtype)
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x).to(device, dtype)
+    if device.type == "cpu":
+        return torch.tensor(x, dtype=dtype)
+    return torch.tensor(x, dtype=torch.float64).to(device, dtype)
 
 
 class _FisherPoiVariance(torch.autograd.Function):
