@@ -9,7 +9,12 @@ measured for the Hessian of the INFERNO loss (all exact, all giving the same los
   tangents dy/dtheta propagated layer by layer over the activations recorded during the
   wrapper's forward pass; for this Linear/ReLU/softmax network the whole loss (soft
   histograms, tangents, Fisher algebra, softmax backward) is one autograd node with a
-  hand-written backward (``inferno.inferno._ChainFisher``);
+  hand-written backward (``inferno.inferno._ChainFisher``): tangents in a (nuisance, event,
+  feature) layout, one matrix product per nuisance and direction for the first two layers,
+  the Fisher algebra (a few dozen numbers) in Python floats on the host, forward hooks only
+  on the ReLUs and the softmax. Its floor here is the two extra 100x100 products per
+  nuisance (r and lambda, on the ~1000 background rows of a batch), forward and backward;
+  the rest is the per-operation cost of eager PyTorch;
 * ``fisher/rules``: the same tangents from the generic layer-by-layer rules, differentiated
   by autograd (the path for other activations), for comparison;
 * ``fisher/jvp``: the same Fisher form, tangents from ``torch.func.vmap(torch.func.jvp)``
