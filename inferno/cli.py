@@ -72,11 +72,20 @@ class ReproConfig:
 
 
 # ----------------------------------------------------------------------------- arguments
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one to show (not for flags or mode-dependent ones)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     d = ReproConfig()
     p = argparse.ArgumentParser(
-        prog="inferno-paper", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="inferno-paper", description=__doc__.split("\n\n")[0].replace("``", ""),
+        formatter_class=_HelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="small sizes (20k training events, 3 seeds, 20 epochs): a few minutes "
                         "on 2 cores; explicit options still override")
@@ -89,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=None,
                    help=f"training events, half signal [{d.n_train}; quick: 20000]")
     p.add_argument("--n-val", type=int, default=None,
-                   help=f"validation events [{d.n_val}; quick: n-train/2]")
+                   help="validation events [n-train / 2]")
     p.add_argument("--n-test", type=int, default=None,
                    help=f"test events for templates [{d.n_test}; quick: 200000]")
     p.add_argument("--bs", type=int, default=d.bs, help="batch size")
