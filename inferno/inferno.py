@@ -52,12 +52,14 @@ Cholesky factorisation in float64.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.distributions import Distribution
 
 from .callback import AbsCallback, PredHandler
@@ -202,18 +204,37 @@ class _ActivationRecorder:
         self.positions = [i for i, m in enumerate(leaves) if id(m) in hooked]
         self.expected = [leaves[i] for i in self.positions]
         self.handles = [m.register_forward_hook(self._hook) for m in hooked.values()]
+        # Dropout: the random state before the call, to replay its mask exactly
+        self.handles += [m.register_forward_pre_hook(self._pre_hook) for m in hooked.values()
+                         if isinstance(m, nn.Dropout)]
+        self._rng_state: Optional[Tensor] = None
         self._supported: Dict[Tuple[bool, ...], bool] = {}
+
+    def _pre_hook(self, mod: nn.Module, args: Tuple[Any, ...]) -> None:
+        if self.armed and mod.training and mod.p > 0 and args:
+            dev = args[0].device
+            self._rng_state = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else torch.get_rng_state()
 
     def _hook(self, mod: nn.Module, args: Tuple[Any, ...], out: Tensor) -> None:
         if not self.armed:
             return
+        if len(self.calls) >= len(self.expected):
+            # more calls than one pass: a pass was interrupted (e.g. an exception in fit) and
+            # the recorder was never collected; stop holding activations
+            self.armed, self.calls = False, []
+            return
         inp = args[0] if args else None
         scale = None
         if isinstance(mod, nn.Dropout) and mod.training and mod.p > 0:
-            # the derivative of out = inp * mask / (1 - p): read the mask off the output (an
-            # event where inp is exactly 0 gets 0, which is exact after a ReLU, whose tangent
-            # is 0 there too)
-            scale = (out.detach() != 0).to(out.dtype) * (1.0 / (1.0 - mod.p) if mod.p < 1 else 0.0)
+            # the derivative of out = inp * mask / (1 - p): the mask, replayed from the random
+            # state before the call (same shape, dtype and device: the same draws)
+            dev = inp.device
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
+                if dev.type == "cuda":
+                    torch.cuda.set_rng_state(self._rng_state, dev)
+                else:
+                    torch.set_rng_state(self._rng_state)
+                scale = F.dropout(torch.ones_like(inp), mod.p, True)
         self.calls.append((mod, inp, out, scale))
 
     def arm(self) -> None:
@@ -538,6 +559,20 @@ def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[T
     return var, hess, info, (jac, nu, v, ks, kb)
 
 
+def _first_order_only(backward: Callable) -> Callable:
+    """Wraps the hand-written backward of a fused INFERNO node: it gives first derivatives
+    only, so a backward pass that builds a graph (``create_graph=True``, e.g. a gradient
+    penalty or a Hessian in the weights) is an error rather than silently wrong numbers."""
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused exact-INFERNO loss has first derivatives only; for "
+                               "higher-order derivatives (create_graph=True) use hessian='autograd'")
+        with torch.no_grad():
+            return backward(ctx, *grads)
+    return wrapper
+
+
 def _fisher_forward_py(rows: List[List[float]], ks: int, kb: int, k: Dict[str, Any]
                        ) -> Tuple[float, List[List[float]], int, Tuple[Any, ...]]:
     """:func:`_fisher_forward` in Python floats (the same operations)."""
@@ -545,6 +580,9 @@ def _fisher_forward_py(rows: List[List[float]], ks: int, kb: int, k: Dict[str, A
     fs = [(h + eps) * c for h in rows[0]]
     fb = [(h + eps) * c for h in rows[1]]
     nu = [S0 * x + B0 * y for x, y in zip(fs, fb)]
+    if not all(x > 0 for x in nu):  # an empty bin (eps = 0): the Hessian is not finite
+        P = len(k["dS_l"])
+        return math.nan, [[math.nan] * P for _ in range(P)], 1, (None, nu, None, ks, kb)
     jac = [[p * x + q * y for x, y in zip(fs, fb)] for p, q in zip(k["dS_l"], k["dB_l"])]
     for pos, scale, r0 in ((k["pos_s_l"][:ks], S0 * c, 2), (k["pos_b_l"][:kb], B0 * c, 2 + ks)):
         for j, p in enumerate(pos):
@@ -645,7 +683,7 @@ class _FisherPoiVariance(torch.autograd.Function):
         return torch.tensor(var, dtype=torch.float64, device=hs.device), hess_t
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @_first_order_only
     def backward(ctx, g_var: Tensor, g_hess: Any):  # type: ignore[override]
         ks, kb = ctx.state[3:]
         g = _host_tensor(_fisher_backward(ctx.state, float(g_var), ctx.k), g_var.device)
@@ -695,7 +733,7 @@ class _ChainFisher(torch.autograd.Function):
         return torch.tensor(var, dtype=torch.float64, device=yp.device), hess_t
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @_first_order_only
     def backward(ctx, g_var: Tensor, g_hess: Any):  # type: ignore[override]
         b = ctx.b
         (yp,) = ctx.saved_tensors  # the network output (derivative version)
@@ -810,7 +848,9 @@ class _InfernoBase(AbsCallback):
         if w is None:
             st = torch.stack((sig.sum(), bkg.sum())).tolist()
         else:
-            st = torch.stack((sig.sum(), bkg.sum(), (w * sig).sum(), (w * bkg).sum())).tolist()
+            # counts and weight sums in float64 (exact counts up to 2**53 events)
+            st = torch.stack((sig.sum().double(), bkg.sum().double(), (w * sig).sum().double(),
+                              (w * bkg).sum().double())).tolist()
         n_s, n_b = int(st[0]), int(st[1])
         if n_s + n_b != len(y):
             raise ValueError("y must be 1 (signal) or 0 (background) for every event")
@@ -1101,6 +1141,10 @@ class Inferno(_InfernoBase):
                 coef = xg.new_empty(len(nuis), m)
                 for j, c in enumerate(cts):
                     coef[j] = c
+            bad = [c for c in cols if not -d <= c < d]
+            if bad:
+                raise ValueError(f"shape nuisance column(s) {bad} out of range for inputs with {d} "
+                                 "features")
             cols = [c % d for c in cols]
             cols_t = self._cols_t[g] if self._col_form[g][0] >= 0 else torch.tensor(cols, device=xg.device)
             return xn, _InputTangents(m, d, cols=cols, cols_t=cols_t, coef=coef)

@@ -806,3 +806,98 @@ def test_cuda_training_and_prediction(kw):
     l_gpu = float(cb.loss_on(net, xv, yv))
     l_cpu = float(cb.loss_on(net.cpu(), xv, yv))
     assert l_gpu == pytest.approx(l_cpu, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- review regressions
+def test_dropout_mask_exact_with_zero_inputs():
+    """Input Dropout in training with features that are exactly 0: the sequential tangents use
+    the forward pass's real mask (an element kept but equal to 0 is not 'dropped')."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Dropout(0.3), nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4),
+                        VariableSoftmax(0.5)).double().train()
+    x = torch.randn(400, 3, dtype=F64)
+    y = (torch.arange(400) % 2).to(F64)
+    x[::3, 0] = 0.0
+    nuis = [ShapeNuisance("shift", shift_feature(0), on="b", constraint=0.5)]
+    out = []
+    for kw in (dict(tangents="sequential"), dict(hessian="autograd")):
+        torch.manual_seed(123)
+        cb = Inferno(nuis, **kw)
+        out.append((float(cb.loss_on(net, x, y)), cb.last_hessian))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-10)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
+
+
+def test_recorder_holds_nothing_after_an_interrupted_fit():
+    torch.manual_seed(0)
+    net = _relu_net()
+    data = get_paper_data(4000, bs=1000, seed=0, n_val=0)
+    calls = [0]
+
+    def interrupt(mod, args, out):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+
+    h = net[-2].register_forward_hook(interrupt)
+    cb = PaperInferno.from_benchmark(2)
+    wr = ModelWrapper(net)
+    with pytest.raises(KeyboardInterrupt):
+        wr.fit(2, data, functools.partial(torch.optim.Adam, lr=1e-3), None, cbs=[cb])
+    h.remove()
+    wr.predict(torch.randn(20_000, 3), bs=2000)
+    assert cb._recorder is None or len(cb._recorder.calls) == 0
+
+
+def test_out_of_range_column_is_an_error():
+    x, y, _ = _batch(weights=False)
+    for kw in (dict(), dict(tangents="jvp"), dict(hessian="autograd")):
+        cb = Inferno([ShapeNuisance("s", shift_feature(3), on="b", constraint=0.5)], **kw)
+        with pytest.raises((ValueError, IndexError), match="column|range|shape"):
+            cb.loss_on(_tiny_net(), x, y)
+
+
+def test_empty_bin_without_floor_is_a_value_error():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 5), VariableSoftmax(0.1))
+    with torch.no_grad():
+        net[2].bias[4] = -20.0  # bin 4 underflows to exactly 0 in float32
+    x, y, _ = next(iter(get_paper_data(1000, bs=1000, seed=0, n_val=0).trn_dl))
+    for k in (0, 2):
+        with pytest.raises(ValueError, match="not finite"):
+            PaperInferno.from_benchmark(k, eps=0.0).loss_on(net, x, y)
+
+
+def test_second_order_derivatives_are_refused_not_wrong():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 5), VariableSoftmax(0.1)).double()
+    x, y, _ = next(iter(get_paper_data(1000, bs=1000, seed=0, n_val=0).trn_dl))
+    loss = PaperInferno.from_benchmark(2).loss_on(net, x.double(), y.double())
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(loss, list(net.parameters()), create_graph=True)
+    # the autograd strategy gives exact higher derivatives: the gradient of a gradient
+    # penalty matches finite differences along a random direction
+    cb = PaperInferno.from_benchmark(2, hessian="autograd")
+    params = list(net.parameters())
+
+    def penalty():
+        g = torch.autograd.grad(cb.loss_on(net, x.double(), y.double()), params, create_graph=True)
+        return sum((gi ** 2).sum() for gi in g)
+
+    grads = torch.autograd.grad(penalty(), params)
+    d = [torch.randn_like(p) for p in params]
+    h = 1e-6
+    with torch.no_grad():
+        for p, di in zip(params, d):
+            p.add_(h * di)
+    up = float(penalty())
+    with torch.no_grad():
+        for p, di in zip(params, d):
+            p.sub_(2 * h * di)
+    dw = float(penalty())
+    with torch.no_grad():
+        for p, di in zip(params, d):
+            p.add_(h * di)
+    fd = (up - dw) / (2 * h)
+    an = float(sum((g * di).sum() for g, di in zip(grads, d)))
+    assert an == pytest.approx(fd, rel=1e-4)
