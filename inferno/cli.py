@@ -129,7 +129,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ReproConfig:
         models=tuple(m.strip() for m in a.models.split(",") if m.strip()),
         epochs=a.epochs if a.epochs is not None else (20 if q else d.epochs),
         n_train=n_train,
-        n_val=a.n_val if a.n_val is not None else n_train // 2,
+        n_val=a.n_val if a.n_val is not None else 2 * (n_train // 4),
         n_test=a.n_test if a.n_test is not None else (200_000 if q else d.n_test),
         bs=a.bs, bins=a.bins, optimizer=a.optimizer, lr_bce=a.lr_bce, lr_inferno=a.lr_inferno,
         temperature=a.temperature,
@@ -274,7 +274,8 @@ def train_model(name: str, seed: int, cfg: ReproConfig):
     from .model_wrapper import ModelWrapper
     from .paper import get_paper_data
 
-    data = get_paper_data(cfg.n_train, bs=cfg.bs, seed=seed, n_val=cfg.n_val)
+    # full batches only: every INFERNO batch needs signal and background events
+    data = get_paper_data(cfg.n_train, bs=cfg.bs, seed=seed, n_val=cfg.n_val, drop_last=True)
     torch.manual_seed(seed)
     if name == "bce":
         net, loss, cbs, lr = build_net(1, cfg.hidden), nn.BCEWithLogitsLoss(), [], cfg.lr_bce
@@ -561,6 +562,12 @@ def run(cfg: ReproConfig, log=print) -> Dict[str, Any]:
         ws = " ".join(f"{r['widths'][k]:.2f}" for k in range(5))
         log(f"[{len(runs)}/{len(units)}] {r['model']:<8} seed {r['seed']}: widths(b0-4) {ws}  "
             f"(train {r['train_s']:.0f} s, best epoch {r['best_epoch']})", flush=True)
+        # the widths so far, so that an interrupted run keeps what it finished
+        rows = [dict(model=q["model"], seed=q["seed"], benchmark=k, width=w)
+                for q in runs for k, w in q["widths"].items()]
+        tmp = out / "runs.csv.partial"
+        tmp.write_text("model,seed,benchmark,width\n" + "".join(
+            f"{q['model']},{q['seed']},{q['benchmark']},{q['width']!r}\n" for q in rows))
 
     if cfg.jobs > 1 and len(units) > 1:
         import multiprocessing as mp
@@ -585,6 +592,7 @@ def run(cfg: ReproConfig, log=print) -> Dict[str, Any]:
         histories={f"{r['model']}/{r['seed']}": r["history"] for r in runs},
         best_epochs={f"{r['model']}/{r['seed']}": r["best_epoch"] for r in runs})
     runs_df.to_csv(out / "runs.csv", index=False)
+    (out / "runs.csv.partial").unlink(missing_ok=True)
     tab.to_csv(out / "results.csv", index=False, float_format="%.4f")
     (out / "results.md").write_text(results_markdown(tab, meta))
     (out / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -201,3 +201,23 @@ def test_benchmark_model_mapping():
     assert kw4["b_norm_aux"][0].stddev.item() == 100.0
     kw1 = cli.benchmark_model(t, 1)
     np.testing.assert_array_equal(kw1["f_b_up"], t["f_b_up"][[0]])  # r only
+
+
+def test_remainder_batches_and_default_validation_size(tmp_path):
+    """Sizes that are not multiples of the batch size: the default --n-val stays even and the
+    last, incomplete batches are dropped (a small remainder could lack signal or background)."""
+    assert parse_args(["--n-train", "2002", "--out", str(tmp_path)]).n_val == 1000
+    cfg = ReproConfig(seeds=[0], models=("inferno2",), epochs=2, n_train=2004, n_val=1000, bs=1001,
+                      n_test=20_000, jobs=1, fig5_points=0, figures=False, scan_points=61,
+                      out=str(tmp_path / "o"))
+    res = run(cfg, log=lambda *a, **k: None)
+    assert len(res["runs"]) == 5 and (res["runs"]["width"] > 0).all()
+    assert not (tmp_path / "o" / "runs.csv.partial").exists()
+
+
+def test_paper_data_drop_last_gives_full_batches():
+    from inferno.paper import get_paper_data
+    data = get_paper_data(2004, bs=1001, n_val=600, seed=1, drop_last=True)
+    trn = list(data.trn_dl)
+    assert [len(b[0]) for b in trn] == [1001, 1001]
+    assert [len(b[0]) for b in data.val_dl] == [600]  # smaller than bs: one batch

@@ -248,7 +248,7 @@ def _balanced(n: int, ss: np.random.SeedSequence, shuffle: bool) -> Tuple[np.nda
 
 
 def get_paper_data(n: int, bs: int = 2000, n_test: int = 0, seed: Seed = None,
-                   n_val: Optional[int] = None) -> DataPair:
+                   n_val: Optional[int] = None, drop_last: bool = False) -> DataPair:
     r"""Training, validation (and optionally test) loaders for the toy problem.
 
     Each set holds exactly half signal (``y=1``) and half background (``y=0``) events,
@@ -268,6 +268,9 @@ def get_paper_data(n: int, bs: int = 2000, n_test: int = 0, seed: Seed = None,
             drawn from it) or None (fresh entropy).
         n_val: validation events (even, >= 0; 0 for no validation loader). Default: ``n // 2``
             rounded up to an even number.
+        drop_last: drop the last, incomplete batch of the training and validation loaders
+            (a set smaller than ``bs`` is then one batch). The exact INFERNO loss needs
+            signal and background events in every batch, which a small remainder may lack.
 
     Returns:
         :class:`~inferno.data.DataPair` with ``trn_dl``, ``val_dl`` (None when ``n_val == 0``)
@@ -292,10 +295,12 @@ def get_paper_data(n: int, bs: int = 2000, n_test: int = 0, seed: Seed = None,
     dl_seed = int(dl_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
     trn = DataSet(*_balanced(n, trn_ss, shuffle=True))
-    trn_dl = WeightedDataLoader(trn, bs, shuffle=True, seed=dl_seed)
+    trn_dl = WeightedDataLoader(trn, min(bs, n) if drop_last else bs, shuffle=True, seed=dl_seed,
+                                drop_last=drop_last)
     val_dl = None
     if n_val > 0:
-        val_dl = WeightedDataLoader(DataSet(*_balanced(n_val, val_ss, shuffle=True)), bs)
+        val_dl = WeightedDataLoader(DataSet(*_balanced(n_val, val_ss, shuffle=True)),
+                                    min(bs, n_val) if drop_last else bs, drop_last=drop_last)
     tst_dl = None
     if n_test > 0:
         tst_dl = WeightedDataLoader(DataSet(*_balanced(n_test, tst_ss, shuffle=False)), bs)
