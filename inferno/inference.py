@@ -1149,6 +1149,12 @@ def fit_mle(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, ArrayLik
     A Hessian that is not positive definite gives NaN covariances and is reported like a
     non-converged fit.
 
+    With ``interp_code=0`` the NLL has a kink at every :math:`\alpha_k = 0`; a fit that ends
+    exactly there (e.g. on Asimov data) takes the one-sided (left) second derivatives, so
+    the Hessian uncertainty is that of one side only. Use the width of a profile scan
+    (:func:`get_likelihood_width`) for an interval there, or code 2 / ``'4p'``, which are
+    smooth.
+
     Args:
         n_obs, mu_true: as in :func:`calc_profile`.
         mu_init: starting signal yield (default ``mu_true``, else the excess over
