@@ -290,28 +290,39 @@ def train_model(name: str, seed: int, cfg: ReproConfig):
 
 
 # ----------------------------------------------------------------------------- evaluation
-def model_templates(wrapper, kind: str, bins: int, x_sig: np.ndarray, x_bkg: np.ndarray) -> Dict[str, np.ndarray]:
-    """Templates of a trained model on the test set: ``f_s_nom``, ``f_b_nom`` and the background
-    ``f_b_up`` / ``f_b_dw`` (rows r, lambda) at r = +/-0.2, lambda = 3.5 / 2.5.
-
-    ``kind``: 'argmax' (INFERNO: bin = index of the largest output), 'logit' (a classifier's
-    logit, binned as its sigmoid in ``bins`` uniform bins of [0, 1]) or 'prob' (a probability).
-    """
-    from .inference import get_paper_syst_shapes, get_shape
+def _binning(kind: str, bins: int):
+    """Prediction handler factory and bins of :func:`inferno.get_shape` for a kind of model:
+    'argmax' (INFERNO: bin = index of the largest output), 'logit' (a classifier's logit,
+    binned as its sigmoid in ``bins`` uniform bins of [0, 1]) or 'prob' (a probability)."""
+    from .callback import PredHandler
     from .inferno import InfernoPred
 
     if kind == "argmax":
-        pred_cb, edges = InfernoPred, bins
-    elif kind in ("logit", "prob"):
-        from .callback import PredHandler
-        pred_cb, edges = (_sigmoid_pred if kind == "logit" else PredHandler), np.linspace(0.0, 1.0, bins + 1)
-    else:
-        raise ValueError(f"unknown kind {kind!r}")
-    preds = wrapper.predict(x_sig, pred_cb=pred_cb())
-    out = {"f_s_nom": get_shape(preds.reshape(len(preds), -1)[:, 0] if preds.ndim > 1 else preds, edges)}
-    out.update(get_paper_syst_shapes(wrapper, x_bkg, bins=edges, pred_cb=pred_cb(),
-                                     r_vals=(R_VARS[0], 0.0, R_VARS[1]), l_vals=(L_VARS[0], 3.0, L_VARS[1])))
-    return {k: v.numpy() for k, v in out.items()}
+        return InfernoPred, bins
+    if kind in ("logit", "prob"):
+        return (_sigmoid_pred if kind == "logit" else PredHandler), np.linspace(0.0, 1.0, bins + 1)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _template(wrapper, kind: str, bins: int, x: np.ndarray) -> np.ndarray:
+    """Normalised template of the events ``x`` (no systematic variation)."""
+    from .inference import get_shape
+    pred_cb, edges = _binning(kind, bins)
+    return get_shape(wrapper.predict(x, pred_cb=pred_cb()), edges).numpy()
+
+
+def model_templates(wrapper, kind: str, bins: int, x_sig: np.ndarray, x_bkg: np.ndarray) -> Dict[str, np.ndarray]:
+    """Templates of a trained model on the test set: ``f_s_nom``, ``f_b_nom`` and the background
+    ``f_b_up`` / ``f_b_dw`` (rows r, lambda) at r = +/-0.2, lambda = 3.5 / 2.5; ``kind`` as
+    in :func:`_binning`."""
+    from .inference import get_paper_syst_shapes
+
+    pred_cb, edges = _binning(kind, bins)
+    out = {"f_s_nom": _template(wrapper, kind, bins, x_sig)}
+    shapes = get_paper_syst_shapes(wrapper, x_bkg, bins=edges, pred_cb=pred_cb(),
+                                   r_vals=(R_VARS[0], 0.0, R_VARS[1]), l_vals=(L_VARS[0], 3.0, L_VARS[1]))
+    out.update({k: v.numpy() for k, v in shapes.items()})
+    return out
 
 
 def benchmark_model(tmpl: Dict[str, np.ndarray], k: int) -> Dict[str, Any]:
@@ -371,8 +382,8 @@ def shifted_asimov(wrapper, kind: str, bins: int, tmpl: Dict[str, np.ndarray], x
     """Asimov counts 50 f_s + 1000 f_b(r, lambda) with the background at true values (r, lambda)."""
     from .paper import paper_syst_transform
 
-    t = model_templates(wrapper, kind, bins, x_bkg[:2], paper_syst_transform(x_bkg, r, lam))
-    return MU_TRUE * np.asarray(tmpl["f_s_nom"]) + B_TRUE * t["f_b_nom"]
+    f_b = _template(wrapper, kind, bins, paper_syst_transform(x_bkg, r, lam))
+    return MU_TRUE * np.asarray(tmpl["f_s_nom"]) + B_TRUE * f_b
 
 
 def fig5_grid(n: int) -> Dict[str, np.ndarray]:
@@ -542,8 +553,9 @@ def _git_commit() -> Optional[str]:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def run(cfg: ReproConfig, log=print) -> Dict[str, Any]:
-    """Run the reproduction described by ``cfg``; writes the outputs and returns the table."""
+def run(cfg: ReproConfig, log=print, command: Optional[str] = None) -> Dict[str, Any]:
+    """Run the reproduction described by ``cfg``; writes the outputs and returns the table.
+    ``command``: the command line recorded in the outputs (default: the config)."""
     import torch
 
     from . import __version__
@@ -584,8 +596,7 @@ def run(cfg: ReproConfig, log=print) -> Dict[str, Any]:
     analytical = analytical_widths()
     runs_df, tab = summarise(runs, optimal, analytical)
     figs = make_figures(runs, optimal, cfg, out) if cfg.figures else []
-    meta = dict(command="inferno-paper " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(
-        ("inferno-paper", "cli.py", "paper.py", "__main__.py")) else "run(ReproConfig(...))",
+    meta = dict(command=command or f"run({cfg!r})",
         seeds=cfg.seeds, inferno_version=__version__, torch_version=torch.__version__,
         python=platform.python_version(), git_commit=_git_commit(), machine=f"{platform.machine()}, {os.cpu_count()} cores",
         wall_s=time.perf_counter() - t0, config=asdict(cfg), figures=figs,
@@ -602,8 +613,9 @@ def run(cfg: ReproConfig, log=print) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``inferno-paper``."""
-    cfg = parse_args(argv)
-    run(cfg)
+    args = list(sys.argv[1:] if argv is None else argv)
+    cfg = parse_args(args)
+    run(cfg, command=" ".join(["inferno-paper", *args]))
     return 0
 
 

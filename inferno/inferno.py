@@ -65,7 +65,7 @@ from torch.distributions import Distribution
 from .callback import AbsCallback, PredHandler
 from .interp import interp_shape
 from .nuisance import (ColumnTransform, Constraint, Nuisance, RateNuisance, ShapeNuisance,
-                       _check_nuisances)
+                       _check_nuisances, shift_feature)
 from .paper import BENCHMARKS, PAPER_B, PAPER_L, PAPER_R, PAPER_S, paper_syst_transform
 
 __all__ = ["VariableSoftmax", "Inferno", "ApproxInferno", "PaperInferno", "ApproxPaperInferno",
@@ -559,6 +559,14 @@ def _fisher_forward(hs: Tensor, hb: Tensor, ds: Optional[Tensor], db: Optional[T
     return var, hess, info, (jac, nu, v, ks, kb)
 
 
+def _variance_outputs(ctx: Any, var: float, hess: Any, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """The outputs of a fused INFERNO node: the POI variance (differentiable) and the Hessian
+    (marked non-differentiable), as float64 tensors on ``device``."""
+    hess_t = _host_tensor(hess, device)
+    ctx.mark_non_differentiable(hess_t)
+    return torch.tensor(var, dtype=torch.float64, device=device), hess_t
+
+
 def _first_order_only(backward: Callable) -> Callable:
     """Wraps the hand-written backward of a fused INFERNO node: it gives first derivatives
     only, so a backward pass that builds a graph (``create_graph=True``, e.g. a gradient
@@ -678,9 +686,7 @@ class _FisherPoiVariance(torch.autograd.Function):
                 res: Dict[str, Any]):
         var, hess, res["info"], state = _fisher_forward(hs, hb, ds, db, k)
         ctx.state, ctx.k = state, k  # intermediates only
-        hess_t = _host_tensor(hess, hs.device)
-        ctx.mark_non_differentiable(hess_t)
-        return torch.tensor(var, dtype=torch.float64, device=hs.device), hess_t
+        return _variance_outputs(ctx, var, hess, hs.device)
 
     @staticmethod
     @_first_order_only
@@ -728,9 +734,7 @@ class _ChainFisher(torch.autograd.Function):
         var, hess, b["info"], fstate = _fisher_forward(h["s"], h["b"], d["s"], d["b"], b["k"])
         ctx.b, ctx.states, ctx.fstate = b, states, fstate
         ctx.save_for_backward(of)
-        hess_t = _host_tensor(hess, yp.device)
-        ctx.mark_non_differentiable(hess_t)
-        return torch.tensor(var, dtype=torch.float64, device=yp.device), hess_t
+        return _variance_outputs(ctx, var, hess, yp.device)
 
     @staticmethod
     @_first_order_only
@@ -1500,27 +1504,6 @@ class ApproxInferno(_InfernoBase):
 
 
 # ------------------------------------------------------------------------ the paper's toy problem
-class _PaperR(ColumnTransform):
-    """Transform ``(x, r)``: background x0 -> x0 + r (picklable)."""
-
-    col = 0
-
-    def __init__(self, l0: float):
-        self.l0 = float(l0)
-
-    def __call__(self, x: Tensor, r: Tensor) -> Tensor:
-        return paper_syst_transform(x, r, self.l0, l0=self.l0)
-
-    def column_tangent(self, x: Tensor, v: float) -> float:
-        return 1.0
-
-    def is_identity(self, v: float) -> bool:
-        return float(v) == 0.0
-
-    def __repr__(self) -> str:
-        return f"_PaperR(l0={self.l0})"
-
-
 class _PaperL(ColumnTransform):
     """Transform ``(x, l)``: background x2 -> x2 * l0 / l (picklable)."""
 
@@ -1564,7 +1547,7 @@ def _paper_nuisances(float_r: bool, float_l: bool, float_b: bool, nonaux_b_norm:
         raise ValueError("nonaux_b_norm (b free) and b_norm_aux (b constrained) are exclusive")
     nuis: List[Nuisance] = []
     if float_r:
-        nuis.append(ShapeNuisance("r", _PaperR(l_init), on="b", nominal=PAPER_R,
+        nuis.append(ShapeNuisance("r", shift_feature(0), on="b", nominal=PAPER_R,
                                   constraint=aux.pop(0), variations=r_mods))
     if float_l:
         nuis.append(ShapeNuisance("l", _PaperL(l_init), on="b", nominal=l_init,
