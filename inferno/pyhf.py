@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.distributions import Distribution, Normal
 
-from .inference import _Model, _resolve_data
+from .inference import _resolve_data
 
 __all__ = ["to_pyhf_workspace", "pyhf_model", "nll_offset", "PYHF_INTERP_CODES"]
 

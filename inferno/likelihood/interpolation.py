@@ -62,6 +62,8 @@ def check_code(code: Code, kind: str = "histosys") -> Code:
     """Normalise an interpolation code (``2``, ``'2'``, ``'code2'``, ``'4p'``, ...) and check
     that it is one of ``kind``'s (``'histosys'``: 0, 2, '4p'; ``'normsys'``: 1, 4)."""
     allowed = ADDITIVE_CODES if kind == "histosys" else MULTIPLICATIVE_CODES
+    if isinstance(code, bool):  # True == 1 and False == 0: never a code
+        raise ValueError(f"unknown {kind} interpolation code {code!r}: expected one of {allowed}")
     key: object = code
     if isinstance(code, str):
         s = code.strip().lower()

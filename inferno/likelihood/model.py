@@ -137,6 +137,7 @@ class Model:
         if not self.channels:
             raise ValueError("a model needs at least one channel")
         self._build_structure()
+        self._user_settings = {k: dict(v) for k, v in (parameters or {}).items() if isinstance(v, Mapping)}
         self._build_parameters(parameters or {})
         pois = [] if poi is None else [poi] if isinstance(poi, str) else list(poi)
         for name in pois:
@@ -367,7 +368,7 @@ class Model:
 
     def with_parameters(self, **settings: Mapping[str, Any]) -> "Model":
         """A copy with changed parameter settings, e.g. ``model.with_parameters(mu={'fixed': True})``."""
-        merged: Dict[str, Dict[str, Any]] = {k: dict(v) for k, v in self._settings_used.items()}
+        merged: Dict[str, Dict[str, Any]] = {k: dict(v) for k, v in self._user_settings.items()}
         for k, v in settings.items():
             merged.setdefault(k, {}).update(v)
         m = Model(self.channels, poi=self.poi_names, parameters=merged, histosys_code=self.histosys_code,
@@ -464,10 +465,7 @@ class Model:
             if code in interp.KINKED_CODES:
                 kinked.update(n_a[a:b])
         self._kinked = sorted(kinked)
-        self._settings_used = {p.name: dict(init=p.init, bounds=p.bounds, fixed=p.fixed,
-                                            **({"constraint": p.constraint} if isinstance(p.constraint, Distribution) else {}),
-                                            **({"aux": p.aux, "sigma": p.sigma} if p.constraint == "normal" else {}))
-                               for p in self.parameters}
+
 
     def to(self, device: Union[str, torch.device]) -> "Model":
         """The model on ``device`` (in place; returns self)."""
@@ -651,15 +649,18 @@ class Model:
                 safe = torch.where(gam > 0, gam, 1.0)
                 g[:, c["pois_k"]] = c["pois_tau"] - a / safe
                 h[:, c["pois_k"]] = a / (safe * safe)
-        for ai, k, dist in c["other"]:
+        for ai, k, dist in c["other"]:  # any other distribution: derivatives by autograd
+            x = p[:, k] - aux[:, ai]
+            if not derivs:
+                val = val - dist.log_prob(x).to(DTYPE)
+                continue
             with torch.enable_grad():
-                x = (p[:, k] - aux[:, ai]).detach().clone().requires_grad_(True)
-                nlp = -dist.log_prob(x).to(DTYPE)
-                if derivs:
-                    (d1,) = torch.autograd.grad(nlp.sum(), x, create_graph=True)
-                    (d2,) = torch.autograd.grad(d1.sum(), x, allow_unused=True)
-                    g[:, k] = d1.detach()
-                    h[:, k] = 0.0 if d2 is None else d2.detach()
+                xr = x.detach().clone().requires_grad_(True)
+                nlp = -dist.log_prob(xr).to(DTYPE)
+                (d1,) = torch.autograd.grad(nlp.sum(), xr, create_graph=True)
+                (d2,) = torch.autograd.grad(d1.sum(), xr, allow_unused=True)
+            g[:, k] = d1.detach()
+            h[:, k] = 0.0 if d2 is None else d2.detach()
             val = val + nlp.detach()
         return val, g, h
 
@@ -670,8 +671,9 @@ class Model:
         a = self.aux_data(aux)
         batch = torch.broadcast_shapes(p.shape[:-1], n.shape[:-1], a.shape[:-1])
         P, N, A = self.n_params, self.n_bins, a.shape[-1]
-        return (batch, p.expand(batch + (P,)).reshape(-1, P), n.expand(batch + (N,)).reshape(-1, N),
-                a.expand(batch + (A,)).reshape(-1, A))
+        B = math.prod(batch)
+        return (batch, p.expand(batch + (P,)).reshape(B, P), n.expand(batch + (N,)).reshape(B, N),
+                a.expand(batch + (A,)).reshape(B, A))
 
     def nll(self, params: Any, main: Any, aux: Any = None) -> Tensor:
         r""":math:`-\ln L` ``(...)`` at parameters ``(..., P)`` for observed counts ``(..., N)``
@@ -746,7 +748,7 @@ class Model:
             Hs.index_add_(1, ia * P1 + ib, v)
             Hs.index_add_(1, ib * P1 + ia, v)
         if L:
-            wE = w.unsqueeze(1) if E is None else w.unsqueeze(1) * E.unsqueeze(-1)  # (B, J, N)
+            wE = w.unsqueeze(1).expand(-1, A.shape[1], -1) if E is None else w.unsqueeze(1) * E.unsqueeze(-1)  # (B, J, N)
             if T:  # histosys x linear: w E LOO d1
                 v = wE[:, c["h_j"]].unsqueeze(2) * LOO[:, c["h_j"]] * hd1.unsqueeze(2)  # (B, T, L, N)
                 v = v.reshape(B, -1)
