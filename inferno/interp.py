@@ -42,6 +42,8 @@ The interpolation codes follow HistFactory's numbering:
         \alpha\,\Delta^- & \alpha < -1
       \end{cases}
 
+This module is the template-level interface (normalised templates, several nuisances at
+once) of the one implementation of the codes, :mod:`inferno.likelihood.interpolation`.
 The functions are pure PyTorch and free of data-dependent Python branches (branches
 are selected with :func:`torch.where`), so they can be differentiated with autograd or
 transformed with :mod:`torch.func` (``vmap``, ``jacfwd``, ``hessian``).  They do not
@@ -56,6 +58,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .likelihood.interpolation import additive, check_code
+
 __all__ = ["interp_deltas", "interp_shape", "interp_derivatives", "INTERP_CODES"]
 
 ArrayLike = Union[Tensor, np.ndarray, float, list]
@@ -66,15 +70,7 @@ INTERP_CODES: Tuple[InterpCode, ...] = (0, 2, "4p")
 
 
 def _check_code(code: InterpCode) -> InterpCode:
-    if isinstance(code, str):
-        key = code.strip().lower()
-        if key in ("0", "2"):
-            return int(key)
-        if key == "4p":
-            return "4p"
-    elif isinstance(code, (int, np.integer)) and not isinstance(code, bool) and int(code) in (0, 2):
-        return int(code)
-    raise ValueError(f"Unknown interpolation code {code!r}: expected one of {INTERP_CODES}")
+    return check_code(code, "histosys")
 
 
 def _as_tensors(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw: ArrayLike) -> Tuple[Tensor, Tensor, Tensor, Tensor, bool]:
@@ -110,114 +106,10 @@ def _check_shapes(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor) -> N
         raise ValueError(f"alpha must have shape (..., n_nuis={n_nuis}), got {tuple(alpha.shape)}")
 
 
-def _deltas(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, code: InterpCode) -> Tensor:
-    """Per-nuisance shifts, shape (..., n_nuis, n_bins); inputs already validated tensors."""
-    a = alpha.unsqueeze(-1)  # (..., n_nuis, 1)
-    d_up = f_up - f_nom  # (n_nuis, n_bins): f+ - f0
-    d_dw = f_nom - f_dw  # (n_nuis, n_bins): f0 - f-
-    if code == 0:
-        return torch.where(a > 0, a * d_up, a * d_dw)
-    if code == 2:
-        qa = 0.5 * (d_up - d_dw)  # a = (f+ + f-)/2 - f0
-        qb = 0.5 * (d_up + d_dw)  # b = (f+ - f-)/2
-        inside = qa * a * a + qb * a
-        above = (qa + qb) + (qb + 2.0 * qa) * (a - 1.0)
-        below = (qa - qb) + (qb - 2.0 * qa) * (a + 1.0)
-        return torch.where(a > 1.0, above, torch.where(a < -1.0, below, inside))
-    # code 4p
-    s = 0.5 * (d_up + d_dw)
-    aa = 0.0625 * (d_up - d_dw)
-    a2 = a * a
-    inside = a * s + a2 * aa * (15.0 + a2 * (-10.0 + 3.0 * a2))
-    return torch.where(a > 1.0, a * d_up, torch.where(a < -1.0, a * d_dw, inside))
-
-
-def _deltas_derivs(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, code: InterpCode,
-                   right: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-    """Shifts and their first and second derivatives in alpha, each (..., n_nuis, n_bins).
-
-    Inputs must be validated tensors.  The derivative at a kink (code 0 at alpha=0) is
-    the left one (as autograd gives through :func:`torch.where`), or the right one where the
-    optional bool mask ``right`` (shape of alpha) is True.
-    """
-    a = alpha.unsqueeze(-1)
-    d_up = f_up - f_nom
-    d_dw = f_nom - f_dw
-    zero = torch.zeros((), dtype=a.dtype, device=a.device)
-    if code == 0:
-        up = a > 0
-        if right is not None:
-            up = up | ((a == 0) & right.unsqueeze(-1))
-        return torch.where(up, a * d_up, a * d_dw), torch.where(up, d_up, d_dw).expand_as(a * d_up), zero.expand_as(a * d_up)
-    if code == 2:
-        qa = 0.5 * (d_up - d_dw)
-        qb = 0.5 * (d_up + d_dw)
-        hi, lo = a > 1.0, a < -1.0
-        val = torch.where(hi, (qa + qb) + (qb + 2.0 * qa) * (a - 1.0),
-                          torch.where(lo, (qa - qb) + (qb - 2.0 * qa) * (a + 1.0), qa * a * a + qb * a))
-        d1 = torch.where(hi, qb + 2.0 * qa, torch.where(lo, qb - 2.0 * qa, 2.0 * qa * a + qb))
-        d2 = torch.where(hi | lo, zero, 2.0 * qa * torch.ones_like(a))
-        return val, d1, d2
-    s = 0.5 * (d_up + d_dw)
-    aa = 0.0625 * (d_up - d_dw)
-    a2 = a * a
-    hi, lo = a > 1.0, a < -1.0
-    val = torch.where(hi, a * d_up, torch.where(lo, a * d_dw, a * s + a2 * aa * (15.0 + a2 * (-10.0 + 3.0 * a2))))
-    d1 = torch.where(hi, d_up.expand_as(val), torch.where(lo, d_dw.expand_as(val), s + aa * a * (30.0 + a2 * (-40.0 + 18.0 * a2))))
-    d2 = torch.where(hi | lo, zero, aa * (30.0 + a2 * (-120.0 + 90.0 * a2)))
-    return val, d1, d2
-
-
-def _coeffs(f_nom: Tensor, f_up: Tensor, f_dw: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""Templates ``(S, A)``, each (n_nuis, n_bins), of the separable form of the shifts.
-
-    Every code's shift is :math:`\delta_k(\alpha) = \alpha\, S_k + g(\alpha)\, A_k` with
-    :math:`S = \tfrac12(\Delta^+ + \Delta^-)`, :math:`A = \tfrac1{16}(\Delta^+ - \Delta^-)`
-    (:math:`\Delta^+ = f^+ - f^0`, :math:`\Delta^- = f^0 - f^-`) and a scalar function
-    :math:`g` of the code (:func:`_g_derivs`), so sums over nuisances are matrix products.
-    """
-    d_up = f_up - f_nom
-    d_dw = f_nom - f_dw
-    return 0.5 * (d_up + d_dw), 0.0625 * (d_up - d_dw)
-
-
-def _g_derivs(alpha: Tensor, code: InterpCode, right: Optional[Tensor] = None,
-              derivs: bool = True) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    r""":math:`g(\alpha)`, :math:`g'` and :math:`g''` (shape of ``alpha``) of the separable
-    form of :func:`_coeffs`:
-
-    * code 0: :math:`g = 8|\alpha|` (:math:`\Delta^\pm = S \pm 8A`); at the kink
-      :math:`g' = -8` (the :math:`\alpha \le 0` branch, as :func:`_deltas_derivs`), or
-      :math:`+8` where ``right`` is True;
-    * code 2: with :math:`c = \mathrm{clamp}(\alpha, -1, 1)`, :math:`g = 8c(2\alpha - c)`,
-      :math:`g' = 16c`, :math:`g'' = 16\,[|\alpha| \le 1]` (:math:`a = 8A`, :math:`b = S`);
-    * code 4p: :math:`g = \alpha^2(15 - 10\alpha^2 + 3\alpha^4)` inside :math:`|\alpha| \le 1`,
-      :math:`8|\alpha|` outside.
-
-    Derivatives are None unless ``derivs``.
-    """
-    if code == 0:
-        g = 8.0 * alpha.abs()
-        if not derivs:
-            return g, None, None
-        pos = alpha > 0
-        if right is not None:
-            pos = pos | ((alpha == 0) & right)
-        return g, torch.where(pos, 8.0, -8.0).to(alpha.dtype), torch.zeros_like(alpha)
-    if code == 2:
-        c = alpha.clamp(-1.0, 1.0)
-        g = 8.0 * c * (2.0 * alpha - c)
-        if not derivs:
-            return g, None, None
-        return g, 16.0 * c, torch.where(alpha.abs() <= 1.0, 16.0, 0.0).to(alpha.dtype)
-    a2 = alpha * alpha
-    out = alpha.abs() > 1.0
-    g = torch.where(out, 8.0 * alpha.abs(), a2 * (15.0 + a2 * (-10.0 + 3.0 * a2)))
-    if not derivs:
-        return g, None, None
-    g1 = torch.where(out, 8.0 * alpha.sign(), alpha * (30.0 + a2 * (-40.0 + 18.0 * a2)))
-    g2 = torch.where(out, torch.zeros_like(alpha), 30.0 + a2 * (-120.0 + 90.0 * a2))
-    return g, g1, g2
+def _deltas(alpha: Tensor, f_nom: Tensor, f_up: Tensor, f_dw: Tensor, code: InterpCode,
+            derivs: bool = False) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Per-nuisance shifts (and derivatives), shape (..., n_nuis, n_bins); inputs validated."""
+    return additive(code, alpha.unsqueeze(-1), f_nom, f_up, f_dw, derivs=derivs)
 
 
 def interp_derivatives(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw: ArrayLike,
@@ -227,8 +119,7 @@ def interp_derivatives(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw
     The nuisances act additively, so the Hessian of :math:`f(\vec\alpha)` is diagonal in
     :math:`k`; this returns :math:`\delta_k`, :math:`\partial\delta_k/\partial\alpha_k` and
     :math:`\partial^2\delta_k/\partial\alpha_k^2`, each of shape ``(..., n_nuis, n_bins)``.
-    Used by the batched Newton fits of :mod:`inferno.inference`, where closed forms are
-    much cheaper than nested autograd.  At code 0's kink (:math:`\alpha=0`) the derivative
+    Closed forms are much cheaper than nested autograd.  At code 0's kink (:math:`\alpha=0`) the derivative
     is that of the :math:`\alpha\le0` branch, as autograd through the value gives.
 
     Args: as :func:`interp_deltas`.
@@ -236,7 +127,7 @@ def interp_derivatives(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw
     code = _check_code(code)
     a, f0, fu, fd, any_tensor = _as_tensors(alpha, f_nom, f_up, f_dw)
     _check_shapes(a, f0, fu, fd)
-    out = _deltas_derivs(a, f0, fu, fd, code)
+    out = _deltas(a, f0, fu, fd, code, derivs=True)
     return out if any_tensor else tuple(o.numpy() for o in out)
 
 
@@ -260,7 +151,7 @@ def interp_deltas(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw: Arr
     code = _check_code(code)
     a, f0, fu, fd, any_tensor = _as_tensors(alpha, f_nom, f_up, f_dw)
     _check_shapes(a, f0, fu, fd)
-    out = _deltas(a, f0, fu, fd, code)
+    out = _deltas(a, f0, fu, fd, code)[0]
     return out if any_tensor else out.numpy()
 
 
@@ -294,5 +185,5 @@ def interp_shape(alpha: ArrayLike, f_nom: ArrayLike, f_up: ArrayLike, f_dw: Arra
     code = _check_code(code)
     a, f0, fu, fd, any_tensor = _as_tensors(alpha, f_nom, f_up, f_dw)
     _check_shapes(a, f0, fu, fd)
-    out = f0 + _deltas(a, f0, fu, fd, code).sum(-2)
+    out = f0 + _deltas(a, f0, fu, fd, code)[0].sum(-2)
     return out if any_tensor else out.numpy()

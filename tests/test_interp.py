@@ -212,26 +212,3 @@ def test_analytic_derivatives_match_autodiff(templates, code):
     assert all(isinstance(o, np.ndarray) for o in out)
 
 
-@pytest.mark.parametrize("code", CODES)
-def test_separable_form_matches_deltas(templates, code):
-    """The batched fits use delta_k = alpha_k S_k + g(alpha_k) A_k (sums over nuisances as
-    matrix products); it equals interp_derivatives' shifts and derivatives, including at
-    |alpha| = 1 and at code 0's kink (left derivative, or right where asked)."""
-    from inferno.interp import _coeffs, _deltas_derivs, _g_derivs
-
-    f0, fu, fd = _t(*templates)
-    grid = torch.tensor([-2.5, -1.0, -0.7, 0.0, 0.4, 0.99, 1.0, 1.3, 3.0], dtype=torch.float64)
-    alphas = torch.stack([grid, grid.flip(0), 0.5 * grid], dim=-1)  # (9, 3)
-    right = torch.zeros_like(alphas, dtype=torch.bool)
-    right[::2] = True
-    S, A = _coeffs(f0, fu, fd)
-    for r in (None, right):
-        val, d1, d2 = _deltas_derivs(alphas, f0, fu, fd, code, r)
-        g, g1, g2 = _g_derivs(alphas, code, r)
-        assert torch.allclose(alphas[..., None] * S + g[..., None] * A, val, rtol=0, atol=1e-15)
-        assert torch.allclose(S + g1[..., None] * A, d1, rtol=0, atol=1e-15)
-        assert torch.allclose(g2[..., None] * A, d2, rtol=0, atol=1e-15)
-    assert torch.equal(_g_derivs(alphas, code, derivs=False)[0], g)
-    if code == 0:  # the kink: left and right derivatives differ
-        at0 = alphas == 0
-        assert (_g_derivs(alphas, 0)[1][at0] == -8).all() and (_g_derivs(alphas, 0, torch.ones_like(right))[1][at0] == 8).all()

@@ -294,12 +294,14 @@ class Model:
                             one[key] = v[i]
                         else:
                             one[key] = v
-                    if one.get("constraint", params[k].constraint) == "poisson" and params[k].constraint != "poisson":
-                        raise ValueError(f"parameter {params[k].name!r}: only shapesys parameters take a Poisson constraint")
                     params[k] = params[k].updated(**one)
             else:
                 k = next(i for i, p in enumerate(params) if p.name == name)
                 params[k] = params[k].updated(**dict(conf))
+        for p in params:
+            if p.constraint == "poisson" and p.kind != "shapesys":
+                raise ValueError(f"parameter {p.name!r}: only shapesys parameters take a Poisson constraint, "
+                                 f"this one is a {p.kind}")
         self.parameters: List[Parameter] = params
         self._index = {p.name: i for i, p in enumerate(params)}
         for set_name, sl in self.param_sets.items():  # a one-bin set also answers to its set name
@@ -466,6 +468,13 @@ class Model:
                 kinked.update(n_a[a:b])
         self._kinked = sorted(kinked)
 
+
+    def to_pyhf(self, observed: Any, **kwargs: Any) -> Dict[str, Any]:
+        """This model and ``observed`` as a pyhf workspace dict
+        (:func:`inferno.likelihood.workspace.to_pyhf`)."""
+        from .workspace import to_pyhf
+
+        return to_pyhf(self, observed, **kwargs)
 
     def to(self, device: Union[str, torch.device]) -> "Model":
         """The model on ``device`` (in place; returns self)."""

@@ -67,7 +67,7 @@ width other than 1 (pyhf fixes the width; a centre ``aux`` other than 0 is fine,
 ``staterror`` bin without a Gaussian constraint, or a ``shapesys`` bin without its Poisson
 one, unless it is a held bin without uncertainty (see above); a per-bin set with some bins
 fixed and others not, unless it is the default pattern (pyhf's ``fixed`` is one flag per
-set); more than one POI.
+set); infinite bounds; more than one POI.
 
 Example:
     >>> spec = {"channels": [{"name": "SR", "samples": [
@@ -583,6 +583,10 @@ def _parameter_config(model: Model, name: str, widths: Mapping[str, np.ndarray])
     conf: Spec = {"name": name}
     inits = [float(p.init) for p in params]
     bounds = [[float(b) for b in p.bounds] for p in params]
+    for p in params:
+        if not all(math.isfinite(b) for b in p.bounds):
+            raise ValueError(f"parameter {p.name!r} ({kind}): bounds {p.bounds} are not finite; pyhf's JSON holds "
+                             "finite bounds only")
     if kind == "lumi":
         conf.update(inits=inits, bounds=bounds)
     else:
