@@ -197,12 +197,10 @@ class Model:
                         if prev is not None and prev != nb:
                             raise ValueError(f"{where}: {m.type} {m.name!r} has {nb} bins here and {prev} elsewhere")
                         self._set_bins[m.name] = nb
-                    if isinstance(m, HistoSys):
+                    if isinstance(m, HistoSys):  # (a variation may be negative: only nu < 0 is illegal)
                         for what, v in (("hi", m.hi), ("lo", m.lo)):
                             if v.size != nb:
                                 raise ValueError(f"{where}: histosys {m.name!r} {what} has {v.size} bins, expected {nb}")
-                            if np.any(v < 0):
-                                raise ValueError(f"{where}: histosys {m.name!r} {what} has negative counts")
                     if isinstance(m, (StatError, ShapeSys)) and m.sigma.size != nb:
                         raise ValueError(f"{where}: {m.type} {m.name!r} has {m.sigma.size} uncertainties, expected {nb}")
                     if kind is None or kind == "normsys":  # histosys wins the label of a shared alpha
