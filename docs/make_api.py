@@ -40,6 +40,7 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.inferno", "the INFERNO loss"),
     ("inferno.likelihood", "the statistical model and every measurement on it (public names)"),
     ("inferno.likelihood.model", "channels, samples, the Model"),
+    ("inferno.likelihood.compiled", "the compiled model: expected counts, NLL and derivatives"),
     ("inferno.likelihood.modifiers", "HistFactory modifiers"),
     ("inferno.likelihood.parameters", "parameters and constraints"),
     ("inferno.likelihood.interpolation", "interpolation codes"),

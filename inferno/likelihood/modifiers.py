@@ -35,8 +35,8 @@ shapefactor     :math:`\gamma_i`, init 1, bounds [0, 10]      none (free)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 import numpy as np
 
