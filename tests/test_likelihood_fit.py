@@ -224,3 +224,23 @@ def test_interval_on_a_scan_matches_closed_form():
     assert lo == pytest.approx(optimize.brentq(f, 0.0, n - b), abs=1e-5)
     assert hi == pytest.approx(optimize.brentq(f, n - b, 40.0), abs=1e-5)
     assert prof.width(0.5) == pytest.approx((hi - lo) / 2)
+
+
+def test_review_fixes_lumi_init_batched_interval_and_repr():
+    """lumi starts at its auxiliary datum; interval() on a batch of scans says what to do;
+    a CoverageResult prints short."""
+    from inferno.likelihood import Lumi
+
+    m = Model([Channel("SR", [Sample("s", [5.0, 10.0], [NormFactor("mu"), Lumi()]), Sample("b", [50.0, 40.0])])],
+              poi="mu", parameters={"lumi": {"sigma": 0.02, "aux": 1.05}})
+    assert m.parameters[m.index("lumi")].init == 1.05
+    assert Model(m.channels, poi="mu", parameters={"lumi": {"sigma": 0.02, "aux": 1.05, "init": 1.0}}
+                 ).parameters[m.index("lumi")].init == 1.0
+    main, aux = toys(m, n_toys=3, seed=1)
+    scans = profile(m, main, np.linspace(-2, 5, 15), aux=aux)
+    with pytest.raises(ValueError, match=r"reads one 1-D scan.*\(3, 15\).*get_interval"):
+        scans.interval()
+    with pytest.raises(ValueError, match="reads one 1-D scan"):
+        profile2d(m, main[0], [0.5, 1.0, 1.5, 2.0], [0.98, 1.0, 1.02, 1.04], pois=("mu", "lumi"), aux=aux[0]).width()
+    r = coverage(m, n_toys=20, seed=2)
+    assert repr(r).startswith("CoverageResult(coverage=") and len(repr(r)) < 150

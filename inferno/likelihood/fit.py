@@ -142,11 +142,18 @@ class ProfileResult:
     def interval(self, val: float = 0.5) -> Tuple[float, float, float]:
         r"""``(low, high, best)`` of a 1-D scan of one data set at :math:`\Delta(-\ln L)` = ``val``
         (:func:`~inferno.likelihood.intervals.get_interval`)."""
+        self._one_scan("interval")
         return get_interval(self.nll, self.poi_values, val)
 
     def width(self, val: float = 0.5) -> float:
         """Half width of :meth:`interval` (the 1-sigma uncertainty for ``val=0.5``)."""
+        self._one_scan("width")
         return get_likelihood_width(self.nll, self.poi_values, val)
+
+    def _one_scan(self, what: str) -> None:
+        if isinstance(self.poi, tuple) or self.nll.dim() != 1:
+            raise ValueError(f"{what}() reads one 1-D scan, this result holds scans of shape {tuple(self.nll.shape)}: "
+                             f"use get_interval(result.nll[i], result.poi_values) for data set i")
 
     @property
     def delta_nll(self) -> Tensor:

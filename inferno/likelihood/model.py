@@ -239,13 +239,13 @@ class Model:
                     if kind == "staterror":
                         var, nom = stat_var[name][i], stat_nom[name][i]
                         if var > 0 and nom > 0:
-                            b.update(constraint="normal", aux=1.0, sigma=math.sqrt(var) / nom)
+                            b.update(constraint="normal", aux=1.0, sigma=float(math.sqrt(var) / nom))
                         else:  # nothing to constrain: held at 1
                             b.update(fixed=True)
                     elif kind == "shapesys":
                         tau = shapesys_tau[name][i]
                         if tau > 0:
-                            b.update(constraint="poisson", aux=tau, tau=tau)
+                            b.update(constraint="poisson", aux=float(tau), tau=float(tau))
                         else:
                             b.update(fixed=True)
                     params.append(Parameter(f"{name}[{i}]", **b))
@@ -286,7 +286,9 @@ class Model:
             else:
                 k = next(i for i, p in enumerate(params) if p.name == name)
                 params[k] = params[k].updated(**dict(conf))
-        for p in params:
+        for k, p in enumerate(params):
+            if p.kind == "lumi" and "init" not in dict(settings.get(p.name, {})):
+                params[k] = p = p.updated(init=p.aux)  # the luminosity starts at its measured value
             if p.constraint == "poisson" and p.kind != "shapesys":
                 raise ValueError(f"parameter {p.name!r}: only shapesys parameters take a Poisson constraint, "
                                  f"this one is a {p.kind}")

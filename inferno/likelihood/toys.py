@@ -134,6 +134,10 @@ class CoverageResult:
     delta_nll: np.ndarray
     mu_hat: np.ndarray
 
+    def __repr__(self) -> str:
+        return (f"CoverageResult(coverage={self.coverage:.4f}, error={self.error:.4f}, expected={self.expected:.4f}, "
+                f"n_toys={self.n_toys}, n_failed={self.n_failed})")
+
     @property
     def pull(self) -> float:
         """(coverage - expected) / error."""
