@@ -260,25 +260,19 @@ class CompiledModel:
             val = val + self.constraints(p, a, derivs=False)[0]
         return val
 
-    def nll_grad_hess(self, p: Tensor, n: Tensor, aux: Tensor, right: Optional[Tensor] = None):
+    def _first_order(self, p: Tensor, right: Optional[Tensor] = None) -> Dict[str, Any]:
+        """The pieces of nu, nu itself and its Jacobian ``Jac`` (B, P + 1, N) (the last row
+        collects the constant factors and is dropped by the callers)."""
         c = self.c
         B, P = p.shape
-        P1 = P + 1
         N = self.n_bins
         LF, LIN, A, E, hd1, hd2, lp, lpp = self.factors(p, derivs=True, right=right)
         EL = LIN if E is None else LIN * E.unsqueeze(-1)  # (B, J, N): E * Lambda
         AE = A if E is None else A * E.unsqueeze(-1)  # (B, J, N): A * E
         contrib = A * EL
-        nu = contrib.sum(1)
-        val = self.poisson(nu, n)
-        safe = torch.where(nu > 0, nu, 1.0)
-        ratio = n / safe
-        w = 1.0 - ratio  # d(-ln L)/d nu
-        r2 = ratio / safe  # d2(-ln L)/d nu2
-        Jac = torch.zeros(B, P1, N, dtype=DTYPE, device=p.device)
-        Hs = torch.zeros(B, P1 * P1, dtype=DTYPE, device=p.device)  # sum_i w_i d2 nu_i, flattened
-        L = c["L"]
-        if L:
+        Jac = torch.zeros(B, P + 1, N, dtype=DTYPE, device=p.device)
+        LOO = None
+        if c["L"]:
             # products of all linear factors of a sample but one (prefix x suffix, no division)
             ones = torch.ones_like(LF[:, :, :1])
             pre = torch.cumprod(torch.cat([ones, LF[:, :, :-1]], 2), 2)
@@ -286,15 +280,60 @@ class CompiledModel:
             LOO = pre * suf  # (B, J, L, N)
             vals = AE.unsqueeze(2) * LOO  # d nu_i / d theta_(j, l, i)
             flat = (c["lin_idx"] * N + torch.arange(N, device=p.device)).reshape(-1)
-            Jac.view(B, -1).index_add_(1, flat, vals.reshape(B, -1))
+            Jac = Jac.view(B, -1).index_add(1, flat, vals.reshape(B, -1)).view(B, P + 1, N)
+        if c["h_j"].numel():
+            Jac = Jac.index_add(1, c["h_a"], EL[:, c["h_j"]] * hd1)
+        if c["n_j"].numel():
+            Jac = Jac.index_add(1, c["n_a"], contrib[:, c["n_j"]] * lp.unsqueeze(-1))
+        return dict(LF=LF, A=A, E=E, hd1=hd1, hd2=hd2, lp=lp, lpp=lpp, EL=EL, AE=AE, contrib=contrib,
+                    nu=contrib.sum(1), Jac=Jac, LOO=LOO)
+
+    def jacobian(self, p: Tensor, right: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Expected counts ``(B, N)`` and their Jacobian ``d nu / d theta`` ``(B, P, N)``
+        (differentiable with autograd in the parameters and in the model's tensors, see
+        :meth:`with_counts`)."""
+        f = self._first_order(p, right)
+        return f["nu"], f["Jac"][:, :p.shape[1]]
+
+    def with_counts(self, nominal: Tensor, shifts: Optional[Tensor] = None) -> "CompiledModel":
+        """A copy evaluated with other nominal counts ``(n_samples, N)`` and, for every
+        histosys term ``t`` (the order of ``c['h_j']``), the variations ``nominal[h_j[t]] +-
+        shifts[t]`` (``(T, N)``); for the learned channel of INFERNO, whose counts are the
+        network's soft histograms (tensors that require grad)."""
+        new = CompiledModel.__new__(CompiledModel)
+        new.__dict__.update(self.__dict__)
+        c = dict(self.c)
+        c["nom"] = nominal
+        if c["h_groups"]:
+            if shifts is None or shifts.shape[0] != c["h_j"].numel():
+                raise ValueError(f"with_counts needs shifts for the {c['h_j'].numel()} histosys terms")
+            n0 = nominal[c["h_j"]]
+            c["h_groups"] = [(code, a, b, n0[a:b], n0[a:b] + shifts[a:b], n0[a:b] - shifts[a:b])
+                             for code, a, b, *_ in c["h_groups"]]
+        new.c = c
+        return new
+
+    def nll_grad_hess(self, p: Tensor, n: Tensor, aux: Tensor, right: Optional[Tensor] = None):
+        c = self.c
+        B, P = p.shape
+        P1 = P + 1
+        f = self._first_order(p, right)
+        LF, E, hd1, hd2, lp, lpp = f["LF"], f["E"], f["hd1"], f["hd2"], f["lp"], f["lpp"]
+        EL, AE, contrib, nu, Jac, LOO, A = f["EL"], f["AE"], f["contrib"], f["nu"], f["Jac"], f["LOO"], f["A"]
+        N = self.n_bins
+        val = self.poisson(nu, n)
+        safe = torch.where(nu > 0, nu, 1.0)
+        ratio = n / safe
+        w = 1.0 - ratio  # d(-ln L)/d nu
+        r2 = ratio / safe  # d2(-ln L)/d nu2
+        Hs = torch.zeros(B, P1 * P1, dtype=DTYPE, device=p.device)  # sum_i w_i d2 nu_i, flattened
+        L = c["L"]
         T = c["h_j"].numel()
         U = c["n_j"].numel()
         if T:
             ELh = EL[:, c["h_j"]]  # (B, T, N)
-            Jac.index_add_(1, c["h_a"], ELh * hd1)
             Hs.index_add_(1, c["h_a"] * P1 + c["h_a"], (w.unsqueeze(1) * ELh * hd2).sum(-1))
         if U:
-            Jac.index_add_(1, c["n_a"], contrib[:, c["n_j"]] * lp.unsqueeze(-1))
             q = (w.unsqueeze(1) * contrib).sum(-1)  # (B, J)
             qn = q[:, c["n_j"]]
             Hs.index_add_(1, c["n_a"] * P1 + c["n_a"], qn * lpp)
