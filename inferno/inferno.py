@@ -784,6 +784,11 @@ class _InfernoBase(AbsCallback):
         if "mu" in self.param_names[1:]:
             raise ValueError("'mu' is reserved for the parameter of interest")
         self.shape_nuis = [(i + 1, n) for i, n in enumerate(self.nuisances) if isinstance(n, ShapeNuisance)]
+        for n in self.nuisances:
+            if not isinstance(n, (ShapeNuisance, RateNuisance)) or not set(n.targets) <= set(_GROUPS):
+                raise ValueError(f"nuisance {n.name!r} ({type(n).__name__}, on {n.targets}): the two-group callbacks "
+                                 "take ShapeNuisance/RateNuisance on 's', 'b' or 'both'; for processes, weight "
+                                 "variations and alternative samples use inferno.loss.Analysis")
         self.rate_nuis = [(i + 1, n) for i, n in enumerate(self.nuisances) if isinstance(n, RateNuisance)]
         # per group: (positions in theta, nuisances) of the shape nuisances acting on it
         self.group_nuis: Dict[str, List[Tuple[int, ShapeNuisance]]] = {

@@ -1,0 +1,280 @@
+r"""What INFERNO trains for: the processes of an analysis, their systematic uncertainties,
+the parameters of interest, and the channels that are not learned.
+
+An :class:`Analysis` is the statistical model of the measurement with one *learned* channel:
+its bins are the outputs of the network, and the nominal counts of every process in it are
+the network's soft histogram of that process's events, scaled to the process's expected
+yield. Around it, the analysis is a :class:`~inferno.likelihood.Model` with HistFactory
+semantics (:mod:`inferno.likelihood`), built once with placeholder counts:
+
+* every :class:`Process` is a sample of the learned channel, with its rate modifiers
+  (:class:`~inferno.likelihood.NormFactor` for POIs and free normalisations,
+  :class:`~inferno.likelihood.NormSys`, :class:`~inferno.likelihood.Lumi`);
+* every shape nuisance (:mod:`inferno.nuisance`: a transform of the inputs, fixed up/down
+  inputs, per-event up/down weights, alternative samples) is a
+  :class:`~inferno.likelihood.HistoSys` of the processes it acts on, whose variations are
+  filled per batch with the derivative of the soft histogram (``'4p'`` interpolation: its
+  slope at 0 is :math:`(\nu^+ - \nu^-)/2`);
+* with ``mc_stat=True``, a :class:`~inferno.likelihood.StatError` on every process, whose
+  widths come from the soft histograms' sums of squared weights;
+* ``fixed``: other channels (e.g. a control region read with
+  :func:`~inferno.likelihood.from_pyhf`), whose Fisher information is a constant; parameters
+  with the same name are the same parameter (correlated, as in HistFactory).
+
+The loss (:func:`~inferno.loss.inferno_loss`) is a scalar of the POI block of the inverse
+Fisher information of this model at the Asimov point (:mod:`inferno.loss.fisher`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..likelihood import Channel, HistoSys, Model, Sample, StatError
+from ..likelihood.modifiers import Lumi, Modifier, NormFactor, NormSys
+from ..nuisance import Nuisance, RateNuisance, ShapeNuisance
+from .fisher import LOSS_KINDS
+
+__all__ = ["Process", "Analysis"]
+
+#: interpolation code of the learned channel's histosys (its slope at 0 is (hi - lo) / 2)
+_CODE = "4p"
+
+
+@dataclass
+class Process:
+    """A physics process: the events with ``label`` in the training data.
+
+    Attributes:
+        name: the process (the sample's name in the model).
+        label: the integer that marks its events in the data.
+        expected: its expected yield (events) in the learned channel, at nominal parameters.
+        modifiers: its rate modifiers: ``NormFactor`` (a POI, or a free normalisation, e.g.
+            fixed by a control region), ``NormSys``, ``Lumi``.
+        n_mc: the number of its simulated events in the whole training sample (with
+            ``mc_stat``: the batch's sums of squared weights are scaled by
+            ``n_in_batch / n_mc``).
+    """
+
+    name: str
+    label: int
+    expected: float
+    modifiers: Sequence[Modifier] = field(default_factory=list)
+    n_mc: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a process needs a non-empty name, got {self.name!r}")
+        if isinstance(self.label, bool) or not isinstance(self.label, (int, np.integer)):
+            raise ValueError(f"process {self.name!r}: label must be an integer, got {self.label!r}")
+        self.label = int(self.label)
+        e = float(self.expected)
+        if not (math.isfinite(e) and e > 0):
+            raise ValueError(f"process {self.name!r}: the expected yield must be finite and > 0, got {self.expected}")
+        self.expected = e
+        for m in self.modifiers:
+            if not isinstance(m, (NormFactor, NormSys, Lumi)):
+                raise ValueError(f"process {self.name!r}: rate modifiers are NormFactor, NormSys or Lumi, got "
+                                 f"{type(m).__name__} (shape effects are nuisances of the Analysis)")
+        if self.n_mc is not None and not (isinstance(self.n_mc, (int, np.integer)) and self.n_mc > 0):
+            raise ValueError(f"process {self.name!r}: n_mc must be a positive integer, got {self.n_mc!r}")
+
+
+class Analysis:
+    r"""The measurement INFERNO optimises (see the module docstring).
+
+    Args:
+        processes: the processes of the learned channel (at least two).
+        nuisances: shape nuisances (:class:`~inferno.nuisance.ShapeNuisance` with a
+            transform or up/down inputs, weight variations, alternative samples); each acts
+            on the processes it names. Rate effects are modifiers of the processes.
+        poi: the parameter(s) of interest (names of NormFactors of the processes or of the
+            fixed channels).
+        fixed: a :class:`~inferno.likelihood.Model` of the channels that are not learned
+            (e.g. control regions), or None.
+        replace: the name of a channel of ``fixed`` that the learned channel replaces (e.g.
+            the signal region of an existing workspace), or None.
+        channel: the name of the learned channel.
+        mc_stat: add the MC statistical uncertainty of the soft histograms (Barlow-Beeston
+            lite, one Gaussian-constrained factor per bin); needs every process's ``n_mc``.
+        loss: ``'variance'`` (of ``poi[0]``, all else profiled), ``'trace'`` or ``'logdet'``
+            of the POI covariance block.
+        parameters: settings of the learned channel's parameters (as
+            :class:`~inferno.likelihood.Model`'s), e.g. ``{"lumi": {"sigma": 0.02}}``.
+        eps: floor of the soft histograms, :math:`\tilde f = (f + \epsilon)/(1 + n\epsilon)`.
+
+    Raises:
+        ValueError: naming the process, nuisance or parameter at fault.
+    """
+
+    def __init__(self, processes: Sequence[Process], nuisances: Sequence[Nuisance] = (),
+                 poi: Union[str, Sequence[str]] = "mu", fixed: Optional[Model] = None,
+                 replace: Optional[str] = None, channel: str = "learned", mc_stat: bool = False,
+                 loss: str = "variance", parameters: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                 eps: float = 1e-7):
+        self.processes: List[Process] = list(processes)
+        if len(self.processes) < 1:
+            raise ValueError("an Analysis needs at least one process")
+        names = [p.name for p in self.processes]
+        labels = [p.label for p in self.processes]
+        for what, vals in (("names", names), ("labels", labels)):
+            dup = sorted({v for v in vals if vals.count(v) > 1})
+            if dup:
+                raise ValueError(f"process {what} must be unique, got {dup} more than once")
+        self.label_to_index = {p.label: j for j, p in enumerate(self.processes)}
+        self.nuisances: List[Nuisance] = list(nuisances)
+        nn_names = [n.name for n in self.nuisances]
+        dup = sorted({v for v in nn_names if nn_names.count(v) > 1})
+        if dup:
+            raise ValueError(f"nuisance names must be unique, got {dup} more than once")
+        for n in self.nuisances:
+            if isinstance(n, RateNuisance):
+                raise ValueError(f"nuisance {n.name!r}: rate effects are modifiers of the processes in an Analysis "
+                                 "(NormSys, NormFactor, Lumi), not RateNuisance")
+            if not isinstance(n, Nuisance):
+                raise ValueError(f"nuisances must be inferno.nuisance descriptions, got {type(n).__name__}")
+        # the processes each shape nuisance acts on
+        self.targets: Dict[str, List[str]] = {}
+        for n in self.nuisances:
+            on = self._resolve_targets(n)
+            self.targets[n.name] = on
+        if loss not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
+        self.loss = loss
+        self.mc_stat = bool(mc_stat)
+        if self.mc_stat:
+            missing = [p.name for p in self.processes if p.n_mc is None]
+            if missing:
+                raise ValueError(f"mc_stat needs the number of simulated training events of every process: "
+                                 f"n_mc is missing for {missing}")
+        self.eps = float(eps)
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"eps (the bin floor) must be finite and >= 0, got {eps}")
+        self.channel = str(channel)
+        self.parameters = {k: dict(v) for k, v in (parameters or {}).items()}
+        self.fixed = fixed
+        self.replace = replace
+        if fixed is not None:
+            if not isinstance(fixed, Model):
+                raise ValueError(f"fixed must be an inferno.likelihood.Model, got {type(fixed).__name__}")
+            if replace is not None and replace not in fixed.channel_bins:
+                raise ValueError(f"replace={replace!r} is not a channel of the fixed model "
+                                 f"(channels {fixed.channel_names})")
+            if self.channel in fixed.channel_bins and self.channel != replace:
+                raise ValueError(f"the learned channel's name {self.channel!r} is a channel of the fixed model; "
+                                 "pass another channel= or replace=")
+        self.pois: List[str] = [poi] if isinstance(poi, str) else list(poi)
+        self._built: Dict[int, Dict[str, Any]] = {}
+        self._build(2)  # validates the structure (parameters, POIs) once, with a placeholder bin count
+
+    def _resolve_targets(self, n: Nuisance) -> List[str]:
+        names = [p.name for p in self.processes]
+        on = getattr(n, "on", None)
+        legacy = {"s": [1], "b": [0], "both": [1, 0]}
+        if isinstance(on, str) and on in legacy and on not in names:
+            # the paper's convention: 's' are the events labelled 1, 'b' those labelled 0
+            out = [self.processes[self.label_to_index[lab]].name for lab in legacy[on] if lab in self.label_to_index]
+            if not out:
+                raise ValueError(f"nuisance {n.name!r} acts on {on!r} (labels {legacy[on]}), but no process has "
+                                 "those labels")
+            return out
+        targets = [on] if isinstance(on, str) else list(on or [])
+        unknown = [t for t in targets if t not in names]
+        if unknown or not targets:
+            raise ValueError(f"nuisance {n.name!r} acts on unknown processes {unknown or targets}: the processes "
+                             f"are {names}")
+        return targets
+
+    # ------------------------------------------------------------------ the model
+    def _build(self, n_bins: int) -> Dict[str, Any]:
+        """The learned channel's Model (placeholder counts) for ``n_bins`` bins, the union of
+        its parameters with the fixed channels', and the fixed Fisher information."""
+        b = self._built.get(n_bins)
+        if b is not None:
+            return b
+        ones = np.ones(n_bins)
+        samples = []
+        terms: List[Tuple[str, str]] = []  # (process, nuisance) of every histosys term, in model order
+        for p in self.processes:
+            mods: List[Modifier] = list(p.modifiers)
+            for n in self.nuisances:
+                if p.name in self.targets[n.name]:
+                    mods.append(HistoSys(n.name, hi=2 * ones, lo=0 * ones, code=_CODE))
+            if self.mc_stat:
+                mods.append(StatError(f"mc_stat_{self.channel}", sigma=0.1 * ones))
+            samples.append(Sample(p.name, ones, mods))
+        settings: Dict[str, Dict[str, Any]] = {}
+        for n in self.nuisances:
+            if isinstance(n, ShapeNuisance) and n.has_transform:
+                # physical units: alpha = theta - nominal, constrained by the nuisance's constraint
+                c = n.constraint
+                settings[n.name] = {"constraint": c, "aux": -float(n.nominal) if isinstance(c, Distribution) else 0.0,
+                                    "bounds": (-math.inf, math.inf)}
+        for k, v in self.parameters.items():
+            settings.setdefault(k, {}).update(v)
+        try:
+            learned = Model([Channel(self.channel, samples)], parameters=settings)
+        except ValueError as e:
+            raise ValueError(f"the learned channel {self.channel!r}: {e}") from None
+        cm = learned._cm
+        c = cm.c
+        for t in range(c["h_j"].numel()):
+            terms.append((self.processes[int(c["h_j"][t])].name, learned.names[int(c["h_a"][t])]))
+        names = list(learned.names)
+        fixed_H = None
+        fixed_idx: List[int] = []
+        if self.fixed is not None:
+            fixed = self.fixed
+            if self.replace is not None:
+                keep = [ch for ch in fixed.channels if ch.name != self.replace]
+                if not keep:
+                    fixed = None
+                else:
+                    fixed = Model(keep, poi=None, parameters=fixed._user_settings, histosys_code=fixed.histosys_code,
+                                  normsys_code=fixed.normsys_code)
+            if fixed is not None:
+                for nm in fixed.names:
+                    if nm not in names:
+                        names.append(nm)
+                fixed_idx = [names.index(nm) for nm in fixed.names]
+                p0 = fixed.init
+                main, aux = fixed.asimov(p0)
+                _, _, H = fixed.nll_grad_hess(p0, main, aux)
+                fixed_H = H
+        pois = []
+        for nm in self.pois:
+            if nm not in names:
+                raise ValueError(f"unknown POI {nm!r}: the analysis' parameters are {names}")
+            pois.append(names.index(nm))
+        # constraint curvature of the learned channel's parameters that the fixed channels do
+        # not constrain already (a shared parameter's constraint counts once)
+        p0 = learned.init
+        aux0 = learned.aux_nominal
+        _, _, curv = cm.constraints(p0[None], aux0[None], derivs=True)
+        curv = curv[0]
+        shared = set(self.fixed.names) if self.fixed is not None else set()
+        for k, nm in enumerate(learned.names):
+            if nm in shared:
+                curv[k] = 0.0
+        stat = [k for k, nm in enumerate(learned.names) if nm.startswith(f"mc_stat_{self.channel}[")]
+        for k in stat:
+            curv[k] = 0.0  # per batch, from the soft histograms
+        b = dict(learned=learned, cm=cm, terms=terms, names=names, pois=pois, fixed_H=fixed_H,
+                 fixed_idx=torch.tensor(fixed_idx, dtype=torch.long), p0=p0, curv=curv,
+                 learned_idx=torch.arange(learned.n_params), stat=torch.tensor(stat, dtype=torch.long))
+        self._built[n_bins] = b
+        return b
+
+    @property
+    def names(self) -> List[str]:
+        """The parameters of the analysis: the learned channel's, then the fixed channels' others."""
+        return list(self._build(2)["names"])
+
+    def __repr__(self) -> str:
+        return (f"Analysis(processes={[p.name for p in self.processes]}, nuisances={[n.name for n in self.nuisances]}, "
+                f"poi={self.pois}, loss={self.loss!r}, mc_stat={self.mc_stat})")
