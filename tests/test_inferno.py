@@ -638,8 +638,10 @@ def test_construction_errors():
         Inferno(b_true=0.0)
     with pytest.raises(ValueError, match="symmetric"):
         ShapeNuisance("r", shift_feature(0), constraint=0.4, variations=(-0.1, 0.3))
-    with pytest.raises(ValueError, match="'s', 'b' or 'both'"):
-        ShapeNuisance("r", shift_feature(0), on="x")
+    with pytest.raises(ValueError, match="'s', 'b' or 'both'"):  # 'x' names a process of an Analysis
+        Inferno([ShapeNuisance("r", shift_feature(0), on="x")])
+    with pytest.raises(ValueError, match="'s', 'b', 'both', a process name"):
+        ShapeNuisance("r", shift_feature(0), on=3)
     with pytest.raises(ValueError, match="nominal must be > 0"):
         RateNuisance("k", mode="scale", nominal=0.0)
     with pytest.raises(ValueError, match="scalar distribution"):
