@@ -242,3 +242,34 @@ def test_bad_batches_and_outputs_are_named():
     keep = lab <= 2
     with pytest.raises(FisherError, match="not positive definite"):
         inferno_loss(dead, net, x[keep], lab[keep], w[keep], weights={"a": w[keep]})
+
+
+def test_callback_trains_like_the_fused_paper_callback():
+    """InfernoLoss (the general path, a thin callback over inferno_loss) and the fused Inferno
+    callback train the same network along the same path: the POI is the signal strength in one
+    and the yield in the other, a constant factor 50^2 in the loss, which Adam does not see."""
+    import copy
+    import functools
+
+    from inferno import ModelWrapper, get_paper_data
+    from inferno.loss import InfernoLoss
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 50), nn.ReLU(), nn.Linear(50, 10), VariableSoftmax(0.1))
+    nets = [net, copy.deepcopy(net)]
+    nuis = [ShapeNuisance("r", shift_feature(0), on="b", constraint=0.4), RateNuisance("b", on="b", constraint=100.0)]
+    analysis = Analysis([Process("signal", 1, 50.0, [NormFactor("mu")]),
+                         Process("background", 0, 1000.0, [NormFactor("b_norm")])],
+                        [ShapeNuisance("r", shift_feature(0), on="b", constraint=0.4)], poi="mu",
+                        parameters={"b_norm": {"constraint": _normal(1.0, 0.1)}})
+    losses = []
+    for m, cb in zip(nets, (Inferno(nuis, mu_true=50.0, b_true=1000.0), InfernoLoss(analysis))):
+        wr = ModelWrapper(m)
+        wr.fit(2, get_paper_data(2000, bs=500, seed=0, drop_last=True), functools.partial(torch.optim.Adam, lr=1e-3),
+               loss=None, cbs=[cb])
+        losses.append(wr.loss_tracker.losses["valid"])
+    assert losses[0][-1] < losses[0][0]
+    np.testing.assert_allclose(np.array(losses[1]) * 2500, losses[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="loss=None"):
+        ModelWrapper(nets[1]).fit(1, get_paper_data(1000, bs=500, seed=0), functools.partial(torch.optim.Adam),
+                                  loss=nn.BCELoss(), cbs=[InfernoLoss(analysis)])

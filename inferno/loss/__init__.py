@@ -3,8 +3,9 @@
     >>> from inferno.loss import Analysis, Process, inferno_loss
 """
 from .analysis import Analysis, Process
+from .callback import InfernoLoss
 from .fisher import FisherError, LOSS_KINDS, asimov_fisher, poi_loss
 from .pure import inferno_loss, soft_outputs_check
 
-__all__ = ["Analysis", "Process", "inferno_loss", "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError",
+__all__ = ["Analysis", "Process", "inferno_loss", "InfernoLoss", "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError",
            "LOSS_KINDS"]

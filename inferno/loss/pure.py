@@ -79,7 +79,8 @@ def _tangent_outputs(net: nn.Module, x: Tensor, n: Any) -> Tensor:
 
 
 def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor, w: Optional[Tensor] = None,
-                 weights: Optional[Mapping[str, Tensor]] = None, return_fisher: bool = False) -> Any:
+                 weights: Optional[Mapping[str, Tensor]] = None, outputs: Optional[Tensor] = None,
+                 return_fisher: bool = False) -> Any:
     r"""The INFERNO loss of ``net`` on one batch (see the module docstring).
 
     Args:
@@ -90,6 +91,8 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
             up/down label of an alternative sample.
         w: per-event weights (may be negative; the sum over each process must be > 0).
         weights: per-event weight variations by name (for weight nuisances).
+        outputs: ``net(x)`` if already computed (a training loop's forward pass); ignored when
+            a transform is not the identity at its nominal value (the inputs then change).
         return_fisher: also return the Fisher information ``(P, P)`` and the parameter names.
 
     Returns:
@@ -130,7 +133,7 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
         if getattr(n, "has_transform", False) and not _identity_at_nominal(n):
             idx = torch.cat([rows[t] for t in analysis.targets[n.name]])
             x_in = x_in.index_copy(0, idx, n.apply(x_in[idx], n.nominal))
-    y = net(x_in)
+    y = outputs if outputs is not None and x_in is x else net(x_in)
     soft_outputs_check(y)
     n_bins = y.shape[1]
     b = analysis._build(n_bins)
