@@ -1548,8 +1548,6 @@ def _paper_nuisances(float_r: bool, float_l: bool, float_b: bool, nonaux_b_norm:
     if len(aux) != n_shape:
         raise ValueError(f"shape_aux must have one constraint (or None) per floating shape nuisance "
                          f"(r: {float_r}, l: {float_l}), got {len(aux)}")
-    if nonaux_b_norm and b_norm_aux is not None:
-        raise ValueError("nonaux_b_norm (b free) and b_norm_aux (b constrained) are exclusive")
     nuis: List[Nuisance] = []
     if float_r:
         nuis.append(ShapeNuisance("r", shift_feature(0), on="b", nominal=PAPER_R,
@@ -1557,8 +1555,15 @@ def _paper_nuisances(float_r: bool, float_l: bool, float_b: bool, nonaux_b_norm:
     if float_l:
         nuis.append(ShapeNuisance("l", _PaperL(l_init), on="b", nominal=l_init,
                                   constraint=aux.pop(0), variations=l_mods))
-    if float_b or nonaux_b_norm or b_norm_aux is not None:
-        nuis.append(RateNuisance("b", on="b", mode="add", constraint=b_norm_aux))
+    # b_norm_aux: one constraint or a list of them (one additive background-rate nuisance
+    # each, as calc_profile takes it); nonaux_b_norm adds a free one
+    b_aux = _as_list(b_norm_aux)
+    if float_b and not b_aux and not nonaux_b_norm:
+        b_aux = [None]
+    for i, c in enumerate(b_aux):
+        nuis.append(RateNuisance("b" if i == 0 else f"b_norm{i}", on="b", mode="add", constraint=c))
+    if nonaux_b_norm:
+        nuis.append(RateNuisance("b" if not b_aux else "b_free", on="b", mode="add", constraint=None))
     for i, c in enumerate(_as_list(s_norm_aux)):
         nuis.append(RateNuisance(f"s_norm{i}", on="s", mode="add", constraint=c))
     return nuis
@@ -1583,8 +1588,10 @@ class PaperInferno(Inferno):
             None (free). The paper's benchmarks 3-4: ``[0.4, 1.0]``, i.e.
             :math:`\mathcal{N}(r|0, 0.4)`, :math:`\mathcal{N}(\lambda|3, 1)`.
         b_norm_aux: constraint on the shift :math:`\theta_b` of the background yield, in
-            events (``100.`` or ``Normal(0, 100)`` for benchmark 4); implies ``float_b``.
-        nonaux_b_norm: the background yield floats without constraint.
+            events (``100.`` or ``Normal(0, 100)`` for benchmark 4), or a list of them (one
+            additive nuisance each, as :func:`~inferno.calc_profile` takes them); implies
+            ``float_b``.
+        nonaux_b_norm: a free background-yield shift (besides any constrained ones).
         s_norm_aux: constraint(s) on additive signal-yield nuisances (events), one nuisance
             per entry.
         **kwargs: passed to :class:`Inferno` (``hessian``, ``tangents``, ``eps``).

@@ -571,8 +571,16 @@ def test_benchmark_arguments():
     cb = PaperInferno(float_r=True, float_l=False, nonaux_b_norm=True, s_norm_aux=[5.0])
     assert cb.param_names == ("mu", "r", "b", "s_norm0")
     assert cb.nuisances[1].is_free and not cb.nuisances[2].is_free
-    with pytest.raises(ValueError, match="exclusive"):
-        PaperInferno(nonaux_b_norm=True, b_norm_aux=100.0)
+    # pytorch_inferno's argument forms, taken as calc_profile takes them: a list of
+    # constraints (one additive nuisance each), and a free rate beside a constrained one
+    from torch.distributions import Normal as _N
+
+    listed = PaperInferno(b_norm_aux=[_N(0.0, 100.0)])
+    assert listed.param_names == PaperInferno(b_norm_aux=100.0).param_names == ("mu", "r", "l", "b")
+    assert float(listed.nuisances[2].constraint.scale) == 100.0
+    assert PaperInferno(b_norm_aux=[100.0, 50.0]).param_names == ("mu", "r", "l", "b", "b_norm1")
+    both = PaperInferno(nonaux_b_norm=True, b_norm_aux=100.0)
+    assert both.param_names == ("mu", "r", "l", "b", "b_free") and both.nuisances[3].is_free
     with pytest.raises(ValueError, match="shape_aux"):
         PaperInferno(shape_aux=[0.4])
 

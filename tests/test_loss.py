@@ -273,3 +273,30 @@ def test_callback_trains_like_the_fused_paper_callback():
     with pytest.raises(ValueError, match="loss=None"):
         ModelWrapper(nets[1]).fit(1, get_paper_data(1000, bs=500, seed=0), functools.partial(torch.optim.Adam),
                                   loss=nn.BCELoss(), cbs=[InfernoLoss(analysis)])
+
+
+def test_negative_weights_accepted_but_a_negative_bin_is_named():
+    """NLO-like samples: negative weights are fine as long as every bin's expected count stays
+    positive; a bin driven negative is an error naming the bin and the process."""
+    analysis = Analysis([Process("signal", 1, 20.0, [NormFactor("mu")]), Process("bkg", 0, 200.0)], poi="mu")
+    net = _net(n_bins=4)
+    x, lab = _events(800, seed=5, labels=(0, 1))
+    w = torch.ones(len(x), dtype=F64)
+    w[::5] = -0.2  # 20% negative weights
+    assert torch.isfinite(inferno_loss(analysis, net, x, lab, w))
+    # weights -k on the background events of one bin: the bin's soft count goes negative
+    # (k > C / A) while the background's total weight stays positive (k < n_out / n_in)
+    with torch.no_grad():
+        y = net(x)
+    b = y.argmax(1)
+    target = int(b[lab == 0].mode().values)
+    inside = (lab == 0) & (b == target)
+    others = (lab == 0) & ~inside
+    A = float(y[inside, target].sum())
+    C = float((w[others] * y[others, target]).sum())
+    upper = float(w[others].sum()) / int(inside.sum())
+    assert C / A < upper
+    w2 = w.clone()
+    w2[inside] = -0.5 * (C / A + upper)
+    with pytest.raises(ValueError, match=rf"bin {target} of the learned channel has expected count .*process 'bkg'"):
+        inferno_loss(analysis, net, x, lab, w2)
