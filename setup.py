@@ -2,6 +2,7 @@
 from configparser import ConfigParser
 from pathlib import Path
 
+import setuptools
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
@@ -9,9 +10,12 @@ cfg = ConfigParser(delimiters=["="])
 cfg.read(here / "settings.ini")
 c = cfg["DEFAULT"]
 
-licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
-lic = licenses[c["license"]]
+# an SPDX license expression: the metadata form (License-Expression, PEP 639) that replaced
+# the deprecated ``License ::`` classifiers, which make setuptools >= 77 warn on every install;
+# older setuptools know only the free-text ``license`` field
+lic = c["license"]
+lic_field = "license_expression" if int(setuptools.__version__.split(".")[0]) >= 77 else "license"
 readme = here / "README.md"
 
 setup(
@@ -22,13 +26,12 @@ setup(
     long_description_content_type="text/markdown",
     author=c["author"],
     author_email=c["author_email"],
-    license=lic[0],
+    **{lic_field: lic},
     keywords=c["keywords"].split(),
     classifiers=[
         f"Development Status :: {statuses[int(c['status']) - 1]}",
         "Intended Audience :: Science/Research",
         "Topic :: Scientific/Engineering :: Physics",
-        f"License :: {lic[1]}",
         "Programming Language :: Python :: 3",
     ],
     python_requires=f">={c['min_python']}",

@@ -11,5 +11,6 @@ from .nuisance import *  # noqa: F401,F403
 from .inferno import *  # noqa: F401,F403
 from .paper import *  # noqa: F401,F403
 from .pyhf import *  # noqa: F401,F403
+from . import plotting  # noqa: F401  (inferno.plotting.plot_templates, ...; matplotlib loads on first use)
 
 __version__ = "0.1.0"

@@ -148,12 +148,32 @@ class SaveBest(AbsCallback):
     Args:
         path: checkpoint file (written atomically through :meth:`ModelWrapper.save`).
         auto_reload: at the end of training, load the best checkpoint back into the model.
+
+    The path is checked when training starts, before the first batch (:meth:`check_path`).
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
+        PermissionError: the folder of ``path`` is not writable.
     """
 
     def __init__(self, path: Union[str, Path], auto_reload: bool = True):
         self.path, self.auto_reload = Path(path), auto_reload
 
+    def check_path(self) -> None:
+        """Raise now if the checkpoint could not be written (see the class docstring)."""
+        p, parent = self.path, self.path.parent
+        if p.is_dir():
+            raise IsADirectoryError(f"SaveBest: {p} is a folder; give the checkpoint's file name, "
+                                    f"e.g. {p / 'best.pt'}")
+        if not parent.is_dir():
+            raise FileNotFoundError(f"SaveBest: the folder {parent} of the checkpoint {p} does not "
+                                    "exist; create it before training")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"SaveBest: the folder {parent} of the checkpoint {p} is not writable")
+
     def on_train_begin(self) -> None:
+        self.check_path()
         self.best = math.inf
         self.best_epoch: Optional[int] = None
 
@@ -207,27 +227,56 @@ class GradClip(AbsCallback):
             torch.nn.utils.clip_grad_value_(params, self.clip)
 
 
-class ProgressBar(AbsCallback):
-    """A tqdm bar over epochs showing the latest losses.
+def _ci() -> bool:
+    """True in continuous integration (the environment variable ``CI`` set, not to false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
-    Quiet when ``quiet=True``, when stderr is not a terminal, or when the environment variable
-    ``INFERNO_QUIET`` is set.
+
+class ProgressBar(AbsCallback):
+    """Progress of training: a tqdm bar over the epochs showing the latest losses and, inside
+    an epoch that lasts longer than ``batch_delay`` seconds, a bar over its batches.
+
+    :meth:`ModelWrapper.fit` adds one by default (``progress=True``). It shows only in an
+    interactive terminal: it is quiet when ``quiet=True``, when stderr is not a terminal (a
+    log file, a pipe, a notebook), in continuous integration (environment variable ``CI``
+    set) or when the environment variable ``INFERNO_QUIET`` is set.
+
+    Args:
+        quiet: never show.
+        batch_delay: seconds an epoch must last before its per-batch bar appears.
     """
 
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, batch_delay: float = 2.0):
+        self.quiet, self.batch_delay = quiet, float(batch_delay)
+        self.bar = self.batch_bar = None
 
     def _enabled(self) -> bool:
-        return not (self.quiet or os.environ.get("INFERNO_QUIET") or not sys.stderr.isatty())
+        return not (self.quiet or os.environ.get("INFERNO_QUIET") or _ci() or not sys.stderr.isatty())
 
     def on_train_begin(self) -> None:
-        self.bar = None
+        self.bar = self.batch_bar = None
         if self._enabled():
             from tqdm.auto import tqdm
+            self._tqdm = tqdm
             self.bar = tqdm(total=self.wrapper.n_epochs, desc="epochs", leave=False)
+
+    def on_epoch_begin(self) -> None:
+        wr = self.wrapper
+        if self.bar is None:
+            return
+        dl = wr.data.trn_dl if wr.state == "train" else wr.data.val_dl
+        self.batch_bar = self._tqdm(total=len(dl), desc=f"epoch {wr.epoch} {wr.state} batches",
+                                    leave=False, delay=self.batch_delay)
+
+    def on_batch_end(self) -> None:
+        if self.batch_bar is not None:
+            self.batch_bar.update(1)
 
     def on_epoch_end(self) -> None:
         wr = self.wrapper
+        if self.batch_bar is not None:
+            self.batch_bar.close()
+            self.batch_bar = None
         if self.bar is None or not (wr.state == "valid" or wr.data.val_dl is None):
             return
         ls = wr.loss_tracker.losses
@@ -236,5 +285,7 @@ class ProgressBar(AbsCallback):
         self.bar.update(1)
 
     def on_train_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        for b in (self.batch_bar, self.bar):
+            if b is not None:
+                b.close()
+        self.bar = self.batch_bar = None

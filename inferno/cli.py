@@ -14,6 +14,7 @@ and benchmark), ``meta.json`` and the figures ``fig3_templates.png``, ``fig4a_tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -110,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=d.temperature,
                    help="softmax temperature of INFERNO in training")
     p.add_argument("--jobs", type=int, default=None,
-                   help="parallel training processes (each single-threaded) [number of cores]")
+                   help="parallel training processes [number of cores]; every run is single-threaded, "
+                        "so the results do not depend on --jobs or on the machine's core count")
     p.add_argument("--fig5-points", type=int, default=d.fig5_points,
                    help="true r and lambda values for the width-vs-nuisance figure (0: skip)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
@@ -119,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> ReproConfig:
-    """Parse and validate the command line; errors exit before any training."""
+    """Parse and validate the command line; errors exit (status 2) before anything is written
+    or trained. Nothing is created here: :func:`run` creates the output folder."""
     p = _parser()
     a = p.parse_args(argv)
     d, q = ReproConfig(), a.quick
@@ -144,14 +147,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ReproConfig:
     return cfg
 
 
+#: Largest seed: numpy's and torch's generators both take it.
+MAX_SEED = 2**63 - 1
+
+
 def _validate(c: ReproConfig) -> List[str]:
+    """Every problem of a configuration (empty: none); writes and creates nothing."""
     bad = []
     if a := [m for m in c.models if m not in ALL_MODELS]:
         bad.append(f"unknown model(s) {a}; choose from {list(ALL_MODELS)}")
     if not c.models:
         bad.append("--models is empty")
+    if dup := sorted({m for m in c.models if c.models.count(m) > 1}):
+        bad.append(f"--models names {dup} more than once")
     if len(c.seeds) < 1:
         bad.append("--seeds must be >= 1")
+    elif c.seeds[0] < 0:
+        bad.append(f"--first-seed must be >= 0, got {c.seeds[0]}")
+    elif c.seeds[-1] > MAX_SEED:
+        bad.append(f"the seeds must be <= {MAX_SEED}, got up to {c.seeds[-1]}")
     if c.epochs < 1:
         bad.append("--epochs must be >= 1")
     for name, v, lo in (("--n-train", c.n_train, 100), ("--n-val", c.n_val, 2),
@@ -174,15 +188,28 @@ def _validate(c: ReproConfig) -> List[str]:
         bad.append(f"--jobs must be >= 1, got {c.jobs}")
     if c.fig5_points < 0 or c.fig5_points == 1:
         bad.append(f"--fig5-points must be 0 or >= 2, got {c.fig5_points}")
-    out = Path(c.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        bad.append(f"output folder {out} is not writable: {e.strerror or e}")
+    if c.scan_points < 3:
+        bad.append(f"scan_points must be >= 3, got {c.scan_points}")
+    if c.hidden < 1:
+        bad.append(f"hidden must be >= 1, got {c.hidden}")
+    if (why := _unwritable(Path(c.out))) is not None:
+        bad.append(f"output folder {c.out} is not writable: {why}")
     return bad
+
+
+def _unwritable(out: Path) -> Optional[str]:
+    """Why the folder ``out`` could not be created or written (None: it can), without creating
+    anything: the folder, or its nearest existing ancestor, must be a writable folder."""
+    target = out
+    while not target.exists():
+        if target.parent == target:  # pragma: no cover - a root that does not exist
+            return f"{target} does not exist"
+        target = target.parent
+    if not target.is_dir():
+        return f"{target} is a file, not a folder"
+    if not os.access(target, os.W_OK | os.X_OK):
+        return f"no permission to write in {target}"
+    return None
 
 
 # ----------------------------------------------------------------------------- models
@@ -285,7 +312,8 @@ def train_model(name: str, seed: int, cfg: ReproConfig):
     keep = _keep_best()
     opt = functools.partial(torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD, lr=lr)
     wrapper = ModelWrapper(net)
-    history = wrapper.fit(cfg.epochs, data, opt, loss, cbs=[*cbs, keep])
+    # a progress bar only when runs go one after the other in this process (not in workers)
+    history = wrapper.fit(cfg.epochs, data, opt, loss, cbs=[*cbs, keep], progress=cfg.jobs == 1)
     return wrapper, history, keep.best_epoch
 
 
@@ -426,16 +454,34 @@ def evaluate(wrapper, kind: str, cfg: ReproConfig, detail: bool) -> Dict[str, An
     return res
 
 
-def run_unit(name: str, seed: int, cfg: ReproConfig, threads: Optional[int] = None) -> Dict[str, Any]:
-    """Train and evaluate one (model, seed); the result is plain data (picklable)."""
+#: torch threads of every run, in the main process or in a worker. A sum split over more
+#: threads adds in another order, so a thread count that followed --jobs or the machine's
+#: cores would change the results in their last digits, and training amplifies that.
+RUN_THREADS = 1
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run the block with ``n`` torch threads, restoring the caller's setting afterwards."""
     import torch
-    if threads is not None:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    wrapper, history, best_epoch = train_model(name, seed, cfg)
-    t_train = time.perf_counter() - t0
-    detail = cfg.figures and seed == cfg.seeds[0]
-    res = evaluate(wrapper, "logit" if name == "bce" else "argmax", cfg, detail)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_unit(name: str, seed: int, cfg: ReproConfig, threads: int = RUN_THREADS) -> Dict[str, Any]:
+    """Train and evaluate one (model, seed) with ``threads`` torch threads (the same in the
+    main process and in workers: same seeds, same numbers); the result is plain data
+    (picklable)."""
+    with _torch_threads(threads):
+        t0 = time.perf_counter()
+        wrapper, history, best_epoch = train_model(name, seed, cfg)
+        t_train = time.perf_counter() - t0
+        detail = cfg.figures and seed == cfg.seeds[0]
+        res = evaluate(wrapper, "logit" if name == "bce" else "argmax", cfg, detail)
     res.update(model=name, seed=seed, history=history, best_epoch=best_epoch, train_s=t_train,
                total_s=time.perf_counter() - t0)
     return res
@@ -444,7 +490,8 @@ def run_unit(name: str, seed: int, cfg: ReproConfig, threads: Optional[int] = No
 def run_optimal(cfg: ReproConfig) -> Dict[str, Any]:
     """The optimal-classifier baseline, evaluated like the trained classifiers."""
     from .model_wrapper import ModelWrapper
-    res = evaluate(ModelWrapper(_optimal_net()), "prob", cfg, detail=cfg.figures)
+    with _torch_threads(RUN_THREADS):
+        res = evaluate(ModelWrapper(_optimal_net()), "prob", cfg, detail=cfg.figures)
     res.update(model="optimal", seed=-1)
     return res
 
@@ -585,7 +632,7 @@ def run(cfg: ReproConfig, log=print, command: Optional[str] = None) -> Dict[str,
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(units)), mp_context=mp.get_context("spawn")) as ex:
-            futs = [ex.submit(run_unit, m, s, cfg, 1) for m, s in units]
+            futs = [ex.submit(run_unit, m, s, cfg) for m, s in units]
             for f in as_completed(futs):
                 done(f.result())
     else:

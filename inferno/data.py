@@ -5,6 +5,7 @@ no per-event Python work, so batching costs a few microseconds whatever the batc
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Tuple
 
@@ -16,6 +17,16 @@ __all__ = ["DataSet", "WeightedDataLoader", "DataPair", "to_tensor"]
 
 _INT_DTYPES = (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 Batch = Tuple[Tensor, Optional[Tensor], Optional[Tensor]]
+
+
+def _check_count(v: Any, name: str) -> int:
+    """``v`` as an int >= 1; a clear error for strings, bools, None and fractions."""
+    ok = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not ok and isinstance(v, (float, np.floating)) and math.isfinite(v) and v == int(v):
+        ok = True  # an integral float such as 64.0
+    if not ok or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r} ({type(v).__name__})")
+    return int(v)
 
 
 def to_tensor(a: Any, name: str = "array", dtype: torch.dtype = torch.float32) -> Tensor:
@@ -37,10 +48,12 @@ class DataSet:
     r"""Inputs ``x`` (n, n_features), optional targets ``y`` and per-event weights ``w``.
 
     ``x`` of shape (n,) is read as one feature. ``y`` and ``w`` of shape (n,) are stored as
-    (n, 1) so that they broadcast against a network output of shape (n, 1).
+    (n, 1) so that they broadcast against a network output of shape (n, 1). Weights are one
+    per event: ``w`` has shape (n,) or (n, 1).
 
     Raises:
-        ValueError: empty data, NaN or inf in ``x``, ``y`` or ``w``, negative weights, or
+        ValueError: empty data, NaN or inf in ``x``, ``y`` or ``w``, negative weights,
+            weights that sum to 0, weights of another shape than one per event, or
             ``x``/``y``/``w`` of different lengths.
     """
 
@@ -58,8 +71,15 @@ class DataSet:
             raise ValueError(f"x contains NaN or inf (first bad events: {bad})")
         self.y = self._column(y, "y", n)
         self.w = self._column(w, "w", n)
-        if self.w is not None and (self.w < 0).any():
-            raise ValueError("w contains negative weights")
+        if self.w is not None:
+            if self.w.ndim != 2 or self.w.shape[1] != 1:
+                raise ValueError(f"w must hold one weight per event, shape ({n},) or ({n}, 1), "
+                                 f"got {tuple(self.w.shape)}")
+            if (self.w < 0).any():
+                raise ValueError("w contains negative weights")
+            if not self.w.sum() > 0:
+                raise ValueError(f"the weights w sum to 0 (all {n} are zero): no event would count "
+                                 "in a weighted loss (0/0)")
 
     @staticmethod
     def _column(a: Any, name: str, n: int) -> Optional[Tensor]:
@@ -107,9 +127,7 @@ class WeightedDataLoader:
                  drop_last: bool = False, seed: Optional[int] = None):
         if not isinstance(dataset, DataSet):
             raise TypeError(f"dataset must be a DataSet, got {type(dataset).__name__}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
-        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.dataset, self.batch_size = dataset, _check_count(batch_size, "batch_size")
         self.shuffle, self.drop_last = shuffle, drop_last
         self.generator = torch.Generator()
         if seed is None:

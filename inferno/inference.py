@@ -295,17 +295,54 @@ def _as_f64(a: Any, name: str, device: Optional[torch.device] = None) -> Tensor:
         t = a.detach().to(dtype=DTYPE)
     else:
         try:
-            t = torch.as_tensor(np.asarray(a, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be numeric, got {type(a).__name__}") from None
+            # a float64 copy: also for views torch cannot share (negative strides, read-only)
+            arr = np.array(a, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} must be numeric, got {type(a).__name__} ({e})") from None
+        t = torch.from_numpy(arr)
     return t if device is None else t.to(device)
 
 
-def _check_template(t: Tensor, name: str) -> None:
+def _input_eps(a: Any) -> float:
+    """Machine epsilon of the precision ``a`` was given in (float64 unless a lower one)."""
+    dt = a.dtype if isinstance(a, (Tensor, np.ndarray)) else None
+    if isinstance(dt, torch.dtype) and dt.is_floating_point:
+        return torch.finfo(dt).eps
+    if isinstance(dt, np.dtype) and dt.kind == "f":
+        return float(np.finfo(dt).eps)
+    return float(np.finfo(np.float64).eps)
+
+
+#: Relative tolerance on the sum of a template (1), widened to ``n_bins * eps`` for templates
+#: given in a lower precision than float64.
+NORM_TOL = 1e-6
+
+
+def _check_normalised(t: Tensor, name: str, eps: float) -> None:
+    """Templates are normalised by definition here (the yields are carried by ``mu`` and
+    ``b_true``): every row of ``t`` must sum to 1 within ``max(NORM_TOL, n_bins * eps)``."""
+    tol = max(NORM_TOL, t.shape[-1] * eps)
+    sums = t.sum(-1)
+    bad = ((sums - 1).abs() > tol).reshape(-1).nonzero()
+    if bad.numel() == 0:
+        return
+    why = "must be a normalised template (bins summing to 1; the yields are carried by mu and b_true)"
+    if t.dim() == 1:
+        raise ValueError(f"{name} {why}, but it sums to {float(sums):.6g}; normalise it first "
+                         f"({name} / {name}.sum())")
+    k = int(bad[0])
+    raise ValueError(f"{name}[{k}] (the template of shape nuisance {k}) {why}, but it sums to "
+                     f"{float(sums[k]):.6g}; normalise every row first ({name} / {name}.sum(-1, keepdims=True)); "
+                     "a variation that also changes the yield needs a rate nuisance besides")
+
+
+def _check_template(t: Tensor, name: str, eps: Optional[float] = None) -> None:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf")
     if (t < 0).any():
         raise ValueError(f"{name} contains negative values (templates must be >= 0)")
+    if eps is not None:
+        _check_normalised(t, name, eps)
 
 
 def _check_aux_list(aux: Any, n: int, name: str, allow_none: bool) -> List[Optional[Distribution]]:
@@ -361,6 +398,8 @@ class _Templates:
         nb = self.f_s_nom.shape[0]
         if self.f_b_nom.shape[0] != nb:
             raise ValueError(f"templates of different lengths: f_s_nom has {nb} bins, f_b_nom {self.f_b_nom.shape[0]}")
+        _check_normalised(self.f_s_nom, "f_s_nom", _input_eps(f_s_nom))
+        _check_normalised(self.f_b_nom, "f_b_nom", _input_eps(f_b_nom))
         self.n_bins = nb
 
         def pair(up: Any, dw: Any, proc: str) -> Optional[Tuple[Tensor, Tensor]]:
@@ -376,7 +415,7 @@ class _Templates:
                     t = t[None]
                 if t.dim() != 2 or t.shape[1] != nb:
                     raise ValueError(f"{name} must have shape (n_nuisances, n_bins={nb}), got {tuple(t.shape)}")
-                _check_template(t, name)
+                _check_template(t, name, _input_eps(a))
                 out.append(t)
             if out[0].shape != out[1].shape:
                 raise ValueError(f"f_{proc}_up and f_{proc}_dw have different shapes: "
@@ -531,13 +570,27 @@ def _is_scalar(a: Any) -> bool:
 
 def _resolve_data(model_kw: Dict[str, Any], n_obs: Any, mu_true: Optional[float], b_true: Optional[float]):
     """The validated templates and the observed counts (..., n_bins)."""
+    if mu_true is not None:
+        try:
+            mu_true = float(mu_true)
+        except (TypeError, ValueError):
+            raise ValueError(f"mu_true must be a number, got {mu_true!r}") from None
+        if not math.isfinite(mu_true):
+            raise ValueError(f"mu_true must be finite, got {mu_true}")
     if _is_scalar(n_obs):
         n_tot = float(n_obs)
+        if not (math.isfinite(n_tot) and n_tot > 0):
+            raise ValueError(f"a scalar n_obs is the total count of the Asimov data (mu_true + b_true) "
+                             f"and must be finite and > 0, got {n_tot:g}")
         if mu_true is None:
             raise ValueError("mu_true is required with a scalar n_obs (the Asimov data are "
                              "mu_true * f_s_nom + (n_obs - mu_true) * f_b_nom)")
         if b_true is None:
             b_true = n_tot - float(mu_true)
+            if not b_true > 0:
+                raise ValueError(f"a scalar n_obs is the Asimov total count mu_true + b_true: n_obs = {n_tot:g} "
+                                 f"with mu_true = {float(mu_true):g} leaves a background yield b_true = "
+                                 f"{b_true:g}, which must be > 0")
         elif abs(n_tot - float(mu_true) - float(b_true)) > 1e-9 * max(1.0, abs(n_tot)):
             raise ValueError(f"a scalar n_obs is the Asimov total count and must equal mu_true + b_true "
                              f"({mu_true} + {b_true}), got {n_tot}")
@@ -657,6 +710,11 @@ def calc_profile(f_s_nom: ArrayLike, f_b_nom: ArrayLike, n_obs: Union[float, Arr
     mus = _as_f64(mu_scan, "mu_scan", t.device)
     if mus.dim() > 1:
         raise ValueError(f"mu_scan must be 1-D, got shape {tuple(mus.shape)}")
+    mus = mus.reshape(-1)
+    if mus.numel() == 0 or not torch.isfinite(mus).all():
+        raise ValueError("mu_scan must be non-empty and finite")
+    if (mus[1:] <= mus[:-1]).any():
+        raise ValueError("mu_scan must be strictly increasing")
     g = _resolve_gobs(t, global_obs)
     model = t.model()
     res = profile(model, n, mus.reshape(-1), aux=t.aux(model, g), init=torch.zeros(t.P, dtype=DTYPE), tol=tol,
@@ -750,7 +808,18 @@ def calc_nll(s_true: Optional[float], b_true: float, mu: Union[float, Tensor], f
         float64 tensor of shape ``(...)``.
     """
     dev = f_b_nom.device if isinstance(f_b_nom, Tensor) else None
-    f_s0, f_b0 = _as_f64(f_s_nom, "f_s_nom", dev).reshape(-1), _as_f64(f_b_nom, "f_b_nom", dev).reshape(-1)
+
+    def flat(a: Any, name: str) -> Tensor:
+        # in the precision given (the normalisation check's tolerance depends on it)
+        if isinstance(a, Tensor):
+            t = a.detach()
+        elif isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            t = torch.from_numpy(np.array(a))
+        else:
+            t = _as_f64(a, name)
+        return t.reshape(-1) if dev is None else t.reshape(-1).to(dev)
+
+    f_s0, f_b0 = flat(f_s_nom, "f_s_nom"), flat(f_b_nom, "f_b_nom")
     if f_s0.shape != f_b0.shape:
         raise ValueError(f"templates of different lengths: {f_s0.numel()} vs {f_b0.numel()} bins")
 

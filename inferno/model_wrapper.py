@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .callback import AbsCallback, LossTracker, PredHandler
-from .data import DataPair, DataSet, WeightedDataLoader
+from .callback import AbsCallback, LossTracker, PredHandler, ProgressBar
+from .data import DataPair, DataSet, WeightedDataLoader, _check_count
 
 __all__ = ["ModelWrapper"]
 
@@ -41,7 +41,8 @@ class ModelWrapper:
     The loss of a batch is, for a torch loss module ``loss`` with a ``reduction`` attribute,
     the weighted mean :math:`\sum_i w_i \ell_i / \sum_i w_i` (plain mean without weights);
     other callables are called as ``loss(y_pred, y)``. With ``loss=None`` a callback must set
-    ``wrapper.loss_val`` in ``on_forwards_end``.
+    ``wrapper.loss_val`` in ``on_forwards_end``. A loss that is not finite (NaN or inf) stops
+    training with an error naming the batch and the epoch, before any parameter update.
     """
 
     def __init__(self, model: nn.Module, device: Union[str, torch.device, None] = None):
@@ -82,7 +83,8 @@ class ModelWrapper:
 
     # ------------------------------------------------------------------ training
     def fit(self, n_epochs: int, data: DataPair, opt: Callable[..., torch.optim.Optimizer],
-            loss: Any, cbs: Optional[Iterable[AbsCallback]] = None) -> Dict[str, List[float]]:
+            loss: Any, cbs: Optional[Iterable[AbsCallback]] = None,
+            progress: bool = True) -> Dict[str, List[float]]:
         """Train for ``n_epochs`` (fewer if a callback sets ``wrapper.stop``).
 
         Args:
@@ -92,12 +94,18 @@ class ModelWrapper:
                 ``functools.partial(torch.optim.Adam, lr=1e-3)``.
             loss: a loss (module or callable), or None when a callback sets ``loss_val``.
             cbs: callbacks. A :class:`LossTracker` is added in front if none is given.
+            progress: add a :class:`ProgressBar` (if ``cbs`` has none); it shows only in an
+                interactive terminal, not in CI, a log file or with ``INFERNO_QUIET`` set.
 
         Returns:
             The loss history ``{'train': [...], 'valid': [...]}`` (one value per epoch).
+
+        Raises:
+            ValueError: bad arguments; a batch whose event weights sum to 0.
+            FloatingPointError: a loss that is not finite (NaN or inf); the parameters keep
+                the values of the previous batch.
         """
-        if int(n_epochs) != n_epochs or n_epochs < 1:
-            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs}")
+        n_epochs = _check_count(n_epochs, "n_epochs")
         if not isinstance(data, DataPair):
             raise TypeError(f"data must be a DataPair, got {type(data).__name__}")
         cbs = list(cbs or [])
@@ -105,9 +113,11 @@ class ModelWrapper:
         if not trackers:
             trackers = [LossTracker()]
             cbs.insert(0, trackers[0])
+        if progress and not any(isinstance(c, ProgressBar) for c in cbs):
+            cbs.append(ProgressBar())
         self._set_cbs(cbs)
         self.loss_tracker = trackers[0]
-        self.data, self.n_epochs, self.stop = data, int(n_epochs), False
+        self.data, self.n_epochs, self.stop = data, n_epochs, False
         self.loss_func = loss
         self._loss_none = _per_event_loss(loss)
         self.opt = opt(self.model.parameters())
@@ -144,10 +154,32 @@ class ModelWrapper:
         else:
             self.loss_val, self.loss_weight = self.loss_func(self.y_pred, self.y), float(len(self.x))
 
+    def _check_loss(self, i: int, n: int) -> None:
+        """Raise if the loss of batch ``i`` (of ``n``) is not finite (one device sync per batch)."""
+        lv = self.loss_val
+        if lv is None or bool(torch.isfinite(lv.detach()).all()):
+            return
+        train = self.state == "train"
+        where = f"{'training' if train else 'validation'} batch {i + 1} of {n} in epoch {self.epoch}"
+        kept = "; no parameter update was made" if train else ""
+        if self.w is not None and self._loss_none is not None and self.loss_func is not None \
+                and not bool(self.w.sum() > 0):
+            raise ValueError(
+                f"the event weights of {where} sum to 0, so its weighted mean loss is 0/0{kept}. "
+                "Every batch needs events of non-zero weight: shuffle the loader, use larger "
+                "batches, or drop the zero-weight events")
+        flat = lv.detach().reshape(-1)
+        val = float(flat[~torch.isfinite(flat)][0])
+        raise FloatingPointError(
+            f"the loss of {where} is {val}{kept}. Check the inputs and targets of that batch "
+            "(e.g. targets outside [0, 1] for a BCE loss), the model output, and the learning "
+            "rate (a diverged training: lower it or add GradClip)")
+
     def _run_epoch(self, dl: WeightedDataLoader, train: bool) -> None:
         self._fire("on_epoch_begin")
         dev = self.device
-        for x, y, w in dl:
+        n_batches = len(dl)
+        for i, (x, y, w) in enumerate(dl):
             self.x = x.to(dev, non_blocking=True)
             self.y = None if y is None else y.to(dev, non_blocking=True)
             self.w = None if w is None else w.to(dev, non_blocking=True)
@@ -157,6 +189,7 @@ class ModelWrapper:
             self._fire("on_forwards_end")
             if self.loss_func is None:  # a callback set a loss that is not an event average
                 self.loss_weight = 1.0
+            self._check_loss(i, n_batches)
             if train:
                 if self.loss_val is None:
                     raise RuntimeError("no loss: pass `loss` to fit or use a callback that sets "

@@ -150,21 +150,24 @@ def test_nan_loss_from_loss_function_raises():
 
 # ============================================================== 3: --jobs does not change results
 def test_jobs_do_not_change_results(tmp_path):
-    """The same seeds give the same widths with --jobs 1 and --jobs 2, whatever the thread
-    count of the calling process (a machine with more cores)."""
+    """The same seeds give the same training histories and widths with --jobs 1 and --jobs 2,
+    whatever the thread count of the calling process (here 4 threads, as on a machine with
+    more cores)."""
     old = torch.get_num_threads()
     torch.set_num_threads(4)
     try:
         res = {}
         for jobs in (1, 2):
-            cfg = cli.ReproConfig(seeds=[0, 1], models=("inferno2",), epochs=2, n_train=4000, n_val=2000,
-                                  bs=1000, hidden=64, n_test=20_000, jobs=jobs, fig5_points=0,
-                                  figures=False, scan_points=41, out=str(tmp_path / f"j{jobs}"))
-            res[jobs] = cli.run(cfg, log=lambda *a, **k: None)["runs"].sort_values(["model", "seed", "benchmark"])
+            cfg = cli.ReproConfig(seeds=[0, 1], models=("inferno2",), epochs=3, n_train=4000, n_val=2000,
+                                  bs=2000, n_test=20_000, jobs=jobs, fig5_points=0, figures=False,
+                                  scan_points=41, out=str(tmp_path / f"j{jobs}"))
+            res[jobs] = cli.run(cfg, log=lambda *a, **k: None)
         assert torch.get_num_threads() == 4  # restored
     finally:
         torch.set_num_threads(old)
-    np.testing.assert_array_equal(res[1]["width"].to_numpy(), res[2]["width"].to_numpy())
+    assert res[1]["meta"]["histories"] == res[2]["meta"]["histories"]
+    w1, w2 = (res[j]["runs"].sort_values(["model", "seed", "benchmark"])["width"].to_numpy() for j in (1, 2))
+    np.testing.assert_array_equal(w1, w2)
 
 
 # ============================================================== 5: negative strides
@@ -307,37 +310,112 @@ class _TTY(io.StringIO):
 
 @pytest.fixture
 def terminal(monkeypatch):
-    """stderr is an interactive terminal, outside CI, with INFERNO_QUIET unset."""
+    """stderr is an interactive terminal, outside CI, with INFERNO_QUIET unset. (pytest's
+    capture sets sys.stderr again when the test body starts, so a test calls the fixture's
+    value there.)"""
     monkeypatch.delenv("INFERNO_QUIET", raising=False)
     monkeypatch.delenv("CI", raising=False)
     tty = _TTY()
-    monkeypatch.setattr(sys, "stderr", tty)
-    return tty
+
+    def attach():
+        monkeypatch.setattr(sys, "stderr", tty)
+        return tty
+
+    return attach
 
 
 def test_progress_shown_by_default_in_a_terminal(terminal):
+    tty = terminal()
     ModelWrapper(_net()).fit(2, _weighted_pair(np.ones(200)), ADAM, nn.BCEWithLogitsLoss())
-    assert "epochs" in terminal.getvalue()
+    assert "epochs" in tty.getvalue()
 
 
 def test_progress_quiet_in_ci_and_when_asked(terminal, monkeypatch):
+    tty = terminal()
     data = _weighted_pair(np.ones(200))
     ModelWrapper(_net()).fit(1, data, ADAM, nn.BCEWithLogitsLoss(), progress=False)
     monkeypatch.setenv("CI", "true")
     ModelWrapper(_net()).fit(1, data, ADAM, nn.BCEWithLogitsLoss())
-    assert terminal.getvalue() == ""
+    assert tty.getvalue() == ""
+    monkeypatch.setenv("CI", "false")
+    ModelWrapper(_net()).fit(1, data, ADAM, nn.BCEWithLogitsLoss())
+    assert "epochs" in tty.getvalue()
 
 
 def test_progress_per_batch_inside_long_epochs(terminal):
+    tty = terminal()
     pb = ProgressBar(batch_delay=0.0)
     ModelWrapper(_net()).fit(1, _weighted_pair(np.ones(200)), ADAM, nn.BCEWithLogitsLoss(), cbs=[pb])
-    text = terminal.getvalue()
-    assert "batches" in text and "4/4" in text
+    text = tty.getvalue()
+    assert "epoch 1 train batches" in text and "/4" in text
+    tty.seek(0)
+    tty.truncate()
+    ModelWrapper(_net()).fit(1, _weighted_pair(np.ones(200)), ADAM, nn.BCEWithLogitsLoss(), cbs=[ProgressBar()])
+    text = tty.getvalue()
+    assert "epochs" in text and "batches" not in text  # short epochs: no per-batch bar (2 s delay)
 
 
-def test_setup_has_no_deprecated_license_classifier():
-    out = subprocess.run([sys.executable, "setup.py", "--name", "--license"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+def test_setup_has_no_deprecated_license_classifier(tmp_path):
+    out = subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "deprecat" not in out.stderr.lower(), out.stderr
-    assert "Apache-2.0" in out.stdout
+    assert "deprecat" not in (out.stdout + out.stderr).lower(), out.stderr
+    (info,) = tmp_path.glob("*.egg-info/PKG-INFO")
+    meta = info.read_text()
+    assert "License-Expression: Apache-2.0" in meta and "Classifier: License ::" not in meta
+
+
+def test_decreasing_mu_scan_is_named():
+    with pytest.raises(ValueError, match="mu_scan must be strictly increasing"):
+        calc_profile(F_S, F_B, 1050, MU[::-1], mu_true=50)
+
+
+# ============================================================== docs/errors.md quotes real messages
+def _doc_triggers():
+    x = np.ones((10, 2))
+    up = np.stack([F_B, F_B])
+    up_bad = up.copy()
+    up_bad[1] *= 1.1
+    mu = dict(mu_scan=MU, mu_true=50)
+    return [
+        lambda: DataSet(np.ones((2, 2, 2))),
+        lambda: DataSet(np.ones((0, 2))),
+        lambda: DataSet(np.array([[1.0, np.nan]])),
+        lambda: DataSet(x, np.ones(9)),
+        lambda: DataSet(x, None, -np.ones(10)),
+        lambda: DataSet(x, None, np.zeros(10)),
+        lambda: DataSet(x, None, np.ones((10, 3))),
+        lambda: WeightedDataLoader(DataSet(x), "10"),
+        lambda: WeightedDataLoader(DataSet(x), 20, drop_last=True),
+        lambda: ModelWrapper(_net()).fit(0, _weighted_pair(np.ones(200)), ADAM, nn.MSELoss()),
+        lambda: RateNuisance("b", on="b", constraint=LogNormal(0.0, 0.1)),
+        lambda: ShapeNuisance("r", lambda x, v: x, constraint=0.4, variations=(-0.1, 0.2)),
+        lambda: ShapeNuisance("r", lambda x, v: x.numpy(), variations=(-1, 1)).apply(torch.ones(50, 2), 0.1),
+        lambda: ShapeNuisance("r", lambda x, v: x[:, :1], variations=(-1, 1)).apply(torch.ones(50, 2), 0.1),
+        lambda: calc_profile(2 * F_S, F_B, 1050, **mu),
+        lambda: calc_profile(F_S, F_B, 1050, f_b_up=up_bad, f_b_dw=up, **mu),
+        lambda: calc_profile(F_S[:-1], F_B, 1050, **mu),
+        lambda: calc_profile(["a"] * 5, F_B, 1050, **mu),
+        lambda: calc_profile(F_S, F_B, -5, **mu),
+        lambda: calc_profile(F_S, F_B, 40, **mu),
+        lambda: calc_profile(F_S, F_B, 1050, MU[::-1], mu_true=50),
+        lambda: calc_profile(F_S, F_B, np.ones(4), MU, b_true=1000),
+    ]
+
+
+def test_errors_doc_quotes_the_real_messages():
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    for trigger in _doc_triggers():
+        with pytest.raises(Exception) as e:
+            trigger()
+        first = str(e.value).splitlines()[0]
+        assert first in doc, f"docs/errors.md does not quote: {first}"
+
+
+def test_errors_doc_quotes_the_cli_messages(tmp_path, capsys):
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    for argv in (["--epochs", "0"], ["--first-seed", "-5"], ["--models", "bce,bce"], ["--bs", "2000", "--n-train", "1000"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(argv + ["--out", str(tmp_path)])
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line in doc, f"docs/errors.md does not quote: {line}"
