@@ -900,9 +900,9 @@ class _InfernoBase(AbsCallback):
         return (f + self.eps) / (1.0 + f.shape[-1] * self.eps)
 
     def _check_output(self, y: Tensor) -> None:
-        if y.ndim != 2 or y.shape[1] < 2:
-            raise ValueError(f"the network output must have shape (n_events, n_bins >= 2) (soft bin "
-                             f"assignments, e.g. from VariableSoftmax), got {tuple(y.shape)}")
+        from .loss.pure import soft_outputs_check  # the same check as the general loss
+
+        soft_outputs_check(y)
 
     def _poi_variance(self, hess: Tensor) -> Tensor:
         r""":math:`[H^{-1}]_{00}` from a Cholesky factorisation; ValueError if H is not PD."""

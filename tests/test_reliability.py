@@ -419,3 +419,27 @@ def test_errors_doc_quotes_the_cli_messages(tmp_path, capsys):
             cli.parse_args(argv + ["--out", str(tmp_path)])
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line in doc, f"docs/errors.md does not quote: {line}"
+
+
+def test_inferno_needs_soft_bin_assignments():
+    """Issue 13 item 4: ReLU outputs (rows not summing to one) and raw logits are refused by
+    every INFERNO callback and by the general loss, with the advice to end in a softmax."""
+    import torch
+    from torch import nn
+
+    from inferno import ApproxInferno, Inferno, ShapeNuisance, shift_feature
+    from inferno.likelihood import NormFactor
+    from inferno.loss import Analysis, Process, inferno_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 3)
+    y = (torch.arange(200) % 2).float()
+    nuis = [ShapeNuisance("r", shift_feature(0), on="b", constraint=0.4, variations=(-0.2, 0.2))]
+    for head in (nn.ReLU(), nn.Identity()):
+        net = nn.Sequential(nn.Linear(3, 5), head)
+        for cb in (Inferno(nuis), ApproxInferno(nuis)):
+            with pytest.raises(ValueError, match="End the network in a softmax"):
+                cb.loss_on(net, x, y)
+        analysis = Analysis([Process("s", 1, 50.0, [NormFactor("mu")]), Process("b", 0, 1000.0)], poi="mu")
+        with pytest.raises(ValueError, match="End the network in a softmax"):
+            inferno_loss(analysis, net, x, y.long())
