@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import Tensor
 __all__ = ["DataSet", "WeightedDataLoader", "DataPair", "to_tensor"]
 
 _INT_DTYPES = (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-Batch = Tuple[Tensor, Optional[Tensor], Optional[Tensor]]
+Batch = Tuple[Any, ...]  # (x, y, w) or (x, y, w, extras)
 
 
 def _check_count(v: Any, name: str) -> int:
@@ -45,19 +45,24 @@ def to_tensor(a: Any, name: str = "array", dtype: torch.dtype = torch.float32) -
 
 
 class DataSet:
-    r"""Inputs ``x`` (n, n_features), optional targets ``y`` and per-event weights ``w``.
+    r"""Inputs ``x`` (n, n_features), optional targets ``y``, per-event weights ``w`` and named
+    per-event columns ``extras``.
 
     ``x`` of shape (n,) is read as one feature. ``y`` and ``w`` of shape (n,) are stored as
     (n, 1) so that they broadcast against a network output of shape (n, 1). Weights are one
-    per event: ``w`` has shape (n,) or (n, 1).
+    per event: ``w`` has shape (n,) or (n, 1); they may be negative (NLO samples), but not
+    sum to a non-positive total. ``extras`` (e.g. ``{"w_id_up": ..., "w_id_dn": ...}``, the
+    per-event weight variations of :class:`~inferno.nuisance.WeightNuisance`) are batched
+    alongside: the loaders then yield ``(x, y, w, extras)``, and the training loop exposes
+    them to callbacks as ``wrapper.extras``.
 
     Raises:
-        ValueError: empty data, NaN or inf in ``x``, ``y`` or ``w``, negative weights,
-            weights that sum to 0, weights of another shape than one per event, or
-            ``x``/``y``/``w`` of different lengths.
+        ValueError: empty data, NaN or inf in ``x``, ``y``, ``w`` or an extra column,
+            weights whose sum is not positive, weights of another shape than one per event,
+            or columns of different lengths (named).
     """
 
-    def __init__(self, x: Any, y: Any = None, w: Any = None):
+    def __init__(self, x: Any, y: Any = None, w: Any = None, extras: Optional[Mapping[str, Any]] = None):
         self.x = to_tensor(x, "x")
         if self.x.ndim == 1:
             self.x = self.x[:, None]
@@ -75,11 +80,18 @@ class DataSet:
             if self.w.ndim != 2 or self.w.shape[1] != 1:
                 raise ValueError(f"w must hold one weight per event, shape ({n},) or ({n}, 1), "
                                  f"got {tuple(self.w.shape)}")
-            if (self.w < 0).any():
-                raise ValueError("w contains negative weights")
-            if not self.w.sum() > 0:
-                raise ValueError(f"the weights w sum to 0 (all {n} are zero): no event would count "
-                                 "in a weighted loss (0/0)")
+            total = float(self.w.sum())
+            if not total > 0:
+                raise ValueError(f"the weights w sum to {total:.6g} (<= 0): a weighted loss divides by their "
+                                 "sum, which must be positive (negative weights are allowed, not a non-positive total)")
+        self.extras: Dict[str, Tensor] = {}
+        for name, col in dict(extras or {}).items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"extras must be named by non-empty strings, got {name!r}")
+            t = self._column(col, f"extras[{name!r}]", n)
+            if t.ndim != 2 or t.shape[1] != 1:
+                raise ValueError(f"extras[{name!r}] must hold one value per event, got shape {tuple(t.shape)}")
+            self.extras[name] = t[:, 0]
 
     @staticmethod
     def _column(a: Any, name: str, n: int) -> Optional[Tensor]:
@@ -98,8 +110,8 @@ class DataSet:
         return len(self.x)
 
     def __getitem__(self, idx: Any) -> Batch:
-        return (self.x[idx], None if self.y is None else self.y[idx],
-                None if self.w is None else self.w[idx])
+        out = (self.x[idx], None if self.y is None else self.y[idx], None if self.w is None else self.w[idx])
+        return out + ({k: v[idx] for k, v in self.extras.items()},) if self.extras else out
 
     def to(self, device: Any) -> "DataSet":
         """Move the tensors to ``device`` in place (e.g. once to the GPU before training)."""
@@ -107,11 +119,13 @@ class DataSet:
             t = getattr(self, k)
             if t is not None:
                 setattr(self, k, t.to(device))
+        self.extras = {k: v.to(device) for k, v in self.extras.items()}
         return self
 
 
 class WeightedDataLoader:
-    """Iterate over a :class:`DataSet` in batches of ``(x, y, w)`` (``y``/``w`` may be None).
+    """Iterate over a :class:`DataSet` in batches of ``(x, y, w)`` (``y``/``w`` may be None),
+    or ``(x, y, w, extras)`` when the data set has extra columns.
 
     Args:
         dataset: the events.
@@ -144,15 +158,17 @@ class WeightedDataLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         n, bs = len(self.dataset), self.batch_size
-        x, y, w = self.dataset.x, self.dataset.y, self.dataset.w
+        x, y, w, ex = self.dataset.x, self.dataset.y, self.dataset.w, self.dataset.extras
         if self.shuffle:
             perm = torch.randperm(n, generator=self.generator).to(x.device)
             x = x[perm]
             y = None if y is None else y[perm]
             w = None if w is None else w[perm]
+            ex = {k: v[perm] for k, v in ex.items()}
         for i in range(len(self)):
             sl = slice(i * bs, (i + 1) * bs)
-            yield x[sl], None if y is None else y[sl], None if w is None else w[sl]
+            batch = (x[sl], None if y is None else y[sl], None if w is None else w[sl])
+            yield batch + ({k: v[sl] for k, v in ex.items()},) if ex else batch
 
 
 @dataclass

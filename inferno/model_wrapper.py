@@ -33,7 +33,7 @@ class ModelWrapper:
         model: the network.
         device: where the model and batches live (default: the model's current device).
 
-    State visible to callbacks (``self.wrapper.<name>``): ``x``, ``y``, ``w`` (the batch),
+    State visible to callbacks (``self.wrapper.<name>``): ``x``, ``y``, ``w``, ``extras`` (the batch),
     ``y_pred``, ``loss_val``, ``loss_weight``, ``loss_func``, ``state``
     ('train' | 'valid' | 'test'), ``epoch``, ``n_epochs``, ``stop``, ``model``, ``opt``,
     ``data``, ``cbs``, ``loss_tracker``.
@@ -60,6 +60,7 @@ class ModelWrapper:
         self.y: Optional[Tensor] = None
         self.w: Optional[Tensor] = None
         self.y_pred: Optional[Tensor] = None
+        self.extras: Dict[str, Tensor] = {}
         self.loss_val: Optional[Tensor] = None
         self.loss_weight: Union[float, Tensor] = 1.0
         self.state = "test"
@@ -157,15 +158,21 @@ class ModelWrapper:
     def _check_loss(self, i: int, n: int) -> None:
         """Raise if the loss of batch ``i`` (of ``n``) is not finite (one device sync per batch)."""
         lv = self.loss_val
-        if lv is None or bool(torch.isfinite(lv.detach()).all()):
+        weighted = self.w is not None and self._loss_none is not None and self.loss_func is not None
+        if lv is None:
+            return
+        ok = torch.isfinite(lv.detach()).all()
+        if weighted:  # negative weights are allowed, a non-positive batch total is not
+            ok = ok & (self.w.sum() > 0)
+        if bool(ok):
             return
         train = self.state == "train"
         where = f"{'training' if train else 'validation'} batch {i + 1} of {n} in epoch {self.epoch}"
         kept = "; no parameter update was made" if train else ""
-        if self.w is not None and self._loss_none is not None and self.loss_func is not None \
-                and not bool(self.w.sum() > 0):
+        if weighted and not bool(self.w.sum() > 0):
             raise ValueError(
-                f"the event weights of {where} sum to 0, so its weighted mean loss is 0/0{kept}. "
+                f"the event weights of {where} sum to {float(self.w.sum()):.6g} (<= 0), so its weighted mean loss "
+                f"is undefined{kept}. "
                 "Every batch needs events of non-zero weight: shuffle the loader, use larger "
                 "batches, or drop the zero-weight events")
         flat = lv.detach().reshape(-1)
@@ -179,10 +186,12 @@ class ModelWrapper:
         self._fire("on_epoch_begin")
         dev = self.device
         n_batches = len(dl)
-        for i, (x, y, w) in enumerate(dl):
+        for i, batch in enumerate(dl):
+            x, y, w = batch[:3]
             self.x = x.to(dev, non_blocking=True)
             self.y = None if y is None else y.to(dev, non_blocking=True)
             self.w = None if w is None else w.to(dev, non_blocking=True)
+            self.extras = {k: v.to(dev, non_blocking=True) for k, v in batch[3].items()} if len(batch) > 3 else {}
             self._fire("on_batch_begin")
             self.y_pred = self.model(self.x)
             self._compute_loss()
@@ -229,10 +238,12 @@ class ModelWrapper:
         grad = any(cb.requires_grad_in_valid for cb in self.cbs)
         self._fire("on_pred_begin")
         with torch.set_grad_enabled(grad):
-            for x, y, w in dl:
+            for batch in dl:
+                x, y, w = batch[:3]
                 self.x = x.to(self.device)
                 self.y = None if y is None else y.to(self.device)
                 self.w = None if w is None else w.to(self.device)
+                self.extras = {k: v.to(self.device) for k, v in batch[3].items()} if len(batch) > 3 else {}
                 self._fire("on_batch_begin")
                 self.y_pred = self.model(self.x)
                 self._fire("on_forwards_end")

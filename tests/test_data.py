@@ -77,7 +77,7 @@ def test_no_y_no_w():
     (dict(x=np.array([[1.0, np.nan]])), "NaN or inf"),
     (dict(x=np.array([[1.0, np.inf]])), "NaN or inf"),
     (dict(x=np.ones((3, 2)), w=np.array([1.0, np.nan, 1.0])), "w contains NaN"),
-    (dict(x=np.ones((3, 2)), w=np.array([1.0, -1.0, 1.0])), "negative"),
+    (dict(x=np.ones((3, 2)), w=np.array([1.0, -2.0, 0.5])), r"sum to -0.5 \(<= 0\)"),  # negative weights: only the total
     (dict(x=np.ones((3, 2)), y=np.ones(4)), "different lengths"),
     (dict(x=np.ones((3, 2)), w=np.ones(2)), "different lengths"),
     (dict(x=np.ones((0, 2))), "empty"),
@@ -98,3 +98,40 @@ def test_datapair_holds_loaders():
     dl = WeightedDataLoader(_ds(), 10)
     dp = DataPair(dl, dl)
     assert dp.trn_dl is dl and dp.val_dl is dl and dp.tst_dl is None
+
+
+def test_negative_weights_and_extra_columns_are_batched():
+    """NLO-like negative weights are accepted (a positive total); named extra columns (e.g.
+    weight variations) are shuffled and sliced with their events, and reach the training loop
+    as wrapper.extras."""
+    import functools
+
+    import torch
+    from torch import nn
+
+    from inferno import AbsCallback, DataPair, ModelWrapper
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    w = np.where(np.arange(40) % 4 == 0, -0.5, 1.0)
+    ds = DataSet(x, (x[:, 0] > 0).astype(float), w, extras={"w_up": 1.1 * w, "tag": np.arange(40.0)})
+    dl = WeightedDataLoader(ds, 16, shuffle=True, seed=1)
+    batches = list(dl)
+    assert [len(b) for b in batches] == [4, 4, 4]
+    for bx, _, bw, ex in batches:
+        idx = ex["tag"].long()
+        torch.testing.assert_close(bx, ds.x[idx])
+        torch.testing.assert_close(bw[:, 0], ds.w[idx, 0])
+        torch.testing.assert_close(ex["w_up"], 1.1 * ds.w[idx, 0])
+    seen = []
+
+    class Look(AbsCallback):
+        def on_forwards_end(self):
+            seen.append(sorted(self.wrapper.extras))
+
+    net = nn.Sequential(nn.Linear(2, 1), nn.Sigmoid())
+    ModelWrapper(net).fit(1, DataPair(dl, dl), functools.partial(torch.optim.SGD, lr=0.1), nn.BCELoss(),
+                          cbs=[Look()], progress=False)
+    assert seen and all(s == ["tag", "w_up"] for s in seen)
+    with pytest.raises(ValueError, match="extras\\['w_up'\\]"):
+        DataSet(x, extras={"w_up": np.ones(3)})

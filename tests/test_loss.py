@@ -300,3 +300,26 @@ def test_negative_weights_accepted_but_a_negative_bin_is_named():
     w2[inside] = -0.5 * (C / A + upper)
     with pytest.raises(ValueError, match=rf"bin {target} of the learned channel has expected count .*process 'bkg'"):
         inferno_loss(analysis, net, x, lab, w2)
+
+
+def test_callback_reads_weight_variations_from_the_data_set():
+    """A DataSet with extra columns (the weight variations) and negative weights trains under
+    InfernoLoss; the loss of a batch equals the pure function's on the same events."""
+    import functools
+
+    from inferno import DataPair, DataSet, ModelWrapper, WeightedDataLoader
+    from inferno.loss import InfernoLoss
+
+    analysis = _analysis(with_cr=True)
+    x, lab, w, weights = _batch(n=1200)
+    ds = DataSet(x, lab, w, extras=weights)
+    dl = WeightedDataLoader(ds, 600, shuffle=True, seed=0)
+    net = _net().float()
+    cb = InfernoLoss(analysis)
+    wr = ModelWrapper(net)
+    wr.fit(2, DataPair(dl, WeightedDataLoader(ds, 1200)), functools.partial(torch.optim.Adam, lr=1e-3), loss=None,
+           cbs=[cb], progress=False)
+    assert cb.last_fisher is not None and cb.last_fisher.shape == (len(cb.param_names),) * 2
+    with torch.no_grad():
+        ref = inferno_loss(analysis, net, ds.x, ds.y.reshape(-1).long(), ds.w, weights=ds.extras)
+    assert wr.loss_tracker.losses["valid"][-1] == pytest.approx(float(ref), rel=1e-9)
