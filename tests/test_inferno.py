@@ -384,7 +384,7 @@ def test_fast_paths_agree_with_autograd(fold):
 def test_fisher_algebra_python_and_numpy_agree(monkeypatch, tangents):
     """The host-side Fisher algebra in Python floats (small problems) and in numpy (large
     ones) give the same loss, gradient and Hessian, and both refuse a singular Hessian."""
-    import inferno.inferno as inf
+    import inferno.loss.fused as inf
 
     net = _relu_net(seed=5, dtype=F64)
     x, y, _ = _paper_batch(n=300, dtype=F64)

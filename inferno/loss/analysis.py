@@ -32,7 +32,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.distributions import Distribution
 
 from ..likelihood import Channel, HistoSys, Model, Sample, StatError

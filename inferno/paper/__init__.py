@@ -33,6 +33,7 @@ from ..callback import AbsCallback
 from ..data import DataPair, DataSet, WeightedDataLoader
 
 __all__ = [
+    "PaperInferno", "ApproxPaperInferno", "paper_inferno",
     "PAPER_S", "PAPER_B", "PAPER_R", "PAPER_L", "PAPER_PARAMS",
     "sample_signal", "sample_background", "signal_pdf", "background_pdf",
     "signal_log_prob", "background_log_prob", "optimal_classifier", "get_paper_data",
@@ -569,3 +570,6 @@ class PaperSystMod(AbsCallback):
     def __repr__(self) -> str:
         return f"PaperSystMod(r={self.r}, l={self.l})"
 
+
+# the INFERNO callbacks set up for this problem (they need the constants above)
+from .callbacks import ApproxPaperInferno, PaperInferno, paper_inferno  # noqa: E402
