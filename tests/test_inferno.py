@@ -911,3 +911,34 @@ def test_second_order_derivatives_are_refused_not_wrong():
     fd = (up - dw) / (2 * h)
     an = float(sum((g * di).sum() for g, di in zip(grads, d)))
     assert an == pytest.approx(fd, rel=1e-4)
+
+
+@pytest.mark.parametrize("approx", [False, True])
+def test_callbacks_after_inferno_see_the_batch_as_loaded(approx):
+    """The two-process callbacks group signal and background rows internally, but the
+    callbacks that follow see x, y, w and y_pred in the loader's order (issue 10)."""
+    import functools
+
+    from inferno import AbsCallback, DataPair, DataSet, ModelWrapper, WeightedDataLoader
+
+    x, y, w = _batch()
+    ds = DataSet(x, y, w)
+    seen = []
+
+    class Look(AbsCallback):
+        def on_forwards_end(self):
+            wr = self.wrapper
+            if wr.state == "train":
+                seen.append((wr.x.clone(), wr.y.clone(), wr.w.clone(), wr.y_pred.detach().clone(),
+                             wr.model(wr.x).detach()))
+
+    nuis = [ShapeNuisance("r", shift_feature(0), on="b", constraint=0.4, variations=(-0.2, 0.2))]
+    cb = (ApproxInferno if approx else Inferno)(nuis)
+    dl = WeightedDataLoader(ds, len(ds))
+    ModelWrapper(_tiny_net(dtype=torch.float32)).fit(1, DataPair(dl, None), functools.partial(torch.optim.SGD, lr=0.0),
+                                                     loss=None, cbs=[cb, Look()], progress=False)
+    (bx, by, bw, yp, again), = seen
+    torch.testing.assert_close(bx, ds.x)
+    torch.testing.assert_close(by, ds.y)
+    torch.testing.assert_close(bw, ds.w)
+    torch.testing.assert_close(yp, again)

@@ -88,6 +88,7 @@ class ApproxInferno(_InfernoBase):
         with torch.enable_grad():
             hess = self._hessian(f_nom, f_ud)
         wr.loss_val = self._poi_variance(hess)
+        self._restore_order()
 
     def _up_down_shapes(self, x: Tensor) -> Dict[str, Tuple[Tensor, Tensor]]:
         """(f_up, f_dw), each (K_g, bins), for the groups with shape nuisances."""

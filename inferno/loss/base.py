@@ -179,6 +179,7 @@ class _InfernoBase(AbsCallback):
         # reorder the batch, signal rows first, so that the groups are contiguous slices (a
         # stable sort of y, 1 before 0, keeps the order of the events within each group)
         ys, perm = torch.sort(y, descending=True, stable=True)
+        self._orig, self._perm = (wr.x, wr.y, wr.w), perm  # restored by _restore_order
         wr.x = wr.x.index_select(0, perm)
         wr.y = ys.reshape(wr.y.shape)
         if wr.w is not None:
@@ -186,6 +187,16 @@ class _InfernoBase(AbsCallback):
             w = wr.w.reshape(-1)
         self._idx = {"s": slice(0, n_s), "b": slice(n_s, n_s + n_b)}
         self._w = {g: None if w is None else (w[i] / w[i].sum()) for g, i in self._idx.items()}
+
+    def _restore_order(self) -> None:
+        """Give the callbacks that follow the batch as the loader made it: ``x``, ``y``, ``w``
+        as they were, ``y_pred`` in their row order (the loss is computed by then)."""
+        wr = self.wrapper
+        perm = self._perm
+        inv = torch.empty_like(perm).scatter_(0, perm, torch.arange(len(perm), device=perm.device))
+        wr.x, wr.y, wr.w = self._orig
+        wr.y_pred = wr.y_pred.index_select(0, inv)
+        self._orig = None
 
     def _replace_rows(self, x: Tensor, parts: Dict[str, Tensor]) -> Tensor:
         """``x`` with the rows of the groups in ``parts`` replaced (out of place)."""

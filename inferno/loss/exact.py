@@ -297,6 +297,7 @@ class Inferno(_InfernoBase):
         else:
             var = self._poi_variance(self._autograd_hessian(yp))
         wr.loss_val = var
+        self._restore_order()
 
     def _chain_spec(self, g: str, calls: List[_Call]) -> Dict[str, Any]:
         """The spec of :func:`_chain_forward` for group ``g``."""
