@@ -244,3 +244,22 @@ def test_review_fixes_lumi_init_batched_interval_and_repr():
         profile2d(m, main[0], [0.5, 1.0, 1.5, 2.0], [0.98, 1.0, 1.02, 1.04], pois=("mu", "lumi"), aux=aux[0]).width()
     r = coverage(m, n_toys=20, seed=2)
     assert repr(r).startswith("CoverageResult(coverage=") and len(repr(r)) < 150
+
+
+def test_large_batches_are_minimised_in_chunks_with_the_same_result(monkeypatch):
+    """Problems are independent: splitting a batch changes nothing (fits and scans)."""
+    import inferno.likelihood.solver as solver
+
+    model = _two_channel()
+    main, aux = toys(model, model.params(mu=1.0), n_toys=7, seed=5)
+    mus = torch.linspace(0.0, 2.0, 5, dtype=F64)
+    whole_prof = profile(model, main, mus, aux=aux)
+    whole_fit = fit(model, main, aux)
+    monkeypatch.setattr(solver, "CHUNK", 3)
+    monkeypatch.setattr(solver.minimize, "__defaults__", solver.minimize.__defaults__[:-1] + (3,))
+    parts_prof = profile(model, main, mus, aux=aux)
+    parts_fit = fit(model, main, aux)
+    # the same minima, to rounding (batched linear algebra may round differently by batch size)
+    torch.testing.assert_close(parts_prof.nll, whole_prof.nll, rtol=0, atol=1e-12)
+    torch.testing.assert_close(parts_fit.params, whole_fit.params, rtol=0, atol=1e-9)
+    assert parts_fit.converged.all() and parts_prof.converged.all()

@@ -315,12 +315,26 @@ def _starts(model: Model, free: Sequence[int], which: str) -> Optional[Tensor]:
     return ks, alts.to(model.device)
 
 
+#: problems minimised together at most (larger batches are split): bounds the memory of the
+#: per-problem Hessians and Jacobians, and keeps the working set in cache (measured: 1000 toys x
+#: 31 scan points, 3.5 s in chunks of ~3000 problems vs 15.9 s and ~2 GB in one batch)
+CHUNK = 4096
+
+
 def minimize(model: Model, p0: Tensor, n: Tensor, a: Tensor, free: Sequence[int], tol: float = 1e-9,
-             max_iter: int = 100, multistart: str = "kinked") -> NewtonResult:
+             max_iter: int = 100, multistart: str = "kinked", chunk: int = CHUNK) -> NewtonResult:
     """:class:`Newton` from ``p0`` (B, P) and, with ``multistart`` ``'all'`` (every shape
     parameter) or ``'kinked'`` (code 0 / 1 parameters only), also from the corners of the
     shape parameters (see the module docstring), all in one batch; ``'none'``: one start.
-    Per problem the lowest converged minimum is kept; ``n_iter`` sums over the starts."""
+    Per problem the lowest converged minimum is kept; ``n_iter`` sums over the starts.
+    Batches of more than ``chunk`` problems are minimised ``chunk`` at a time (the problems
+    are independent: the result is the same)."""
+    B = p0.shape[0]
+    if B > chunk:
+        parts = [minimize(model, p0[i:i + chunk], n[i:i + chunk], a[i:i + chunk], free, tol, max_iter, multistart,
+                          chunk) for i in range(0, B, chunk)]
+        return NewtonResult(*(torch.cat([getattr(r, f) for r in parts]) for f in
+                              ("p", "nll", "grad", "hess", "converged", "n_iter")))
     solver = Newton(model, free, tol, max_iter)
     st = None if multistart == "none" else _starts(model, free, multistart)
     if st is None:
