@@ -40,6 +40,9 @@ setup(
     extras_require={
         "test": c["test_requirements"].split(),
         "pyhf": c["pyhf_requirements"].split(),
+        "root": c["root_requirements"].split(),
+        "parquet": c["parquet_requirements"].split(),
+        "hist": c["hist_requirements"].split(),
     },
     entry_points={"console_scripts": c["console_scripts"].split()},
     include_package_data=True,

@@ -46,6 +46,8 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.loss.exact", "the exact two-process callback"),
     ("inferno.loss.approx", "the interpolated two-process callback"),
     ("inferno.templates", "from a trained network to the analysis' Model"),
+    ("inferno.readers", "ROOT and parquet input, streamed"),
+    ("inferno.histograms", "hist templates and channel plots"),
     ("inferno.paper.callbacks", "the INFERNO callbacks of the paper's problem"),
     ("inferno.likelihood", "the statistical model and every measurement on it (public names)"),
     ("inferno.likelihood.model", "channels, samples, the Model"),

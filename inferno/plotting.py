@@ -5,6 +5,7 @@ Every function takes plain numbers (numpy arrays, dicts), returns the ``Figure``
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -32,15 +33,45 @@ def _finish(fig, path: PathLike):
     return fig
 
 
+def _mplhep():
+    """``mplhep``, imported when a HEP-style figure is asked for."""
+    try:
+        import mplhep
+    except ImportError as e:
+        raise ImportError("hep_style=True needs mplhep: pip install 'inferno[hist]' (or pip install mplhep)") from e
+    return mplhep
+
+
+def _hep_option(fn):
+    """Run a figure function in mplhep's CMS-like style when called with ``hep_style=True``
+    (a local style context: matplotlib's global settings are left alone)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not kwargs.get("hep_style", False):
+            return fn(*args, **kwargs)
+        with _plt().style.context(_mplhep().style.CMS):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _stairs(ax, hep_style: bool, values, edges, **kw):
+    """``ax.stairs``, or mplhep's ``histplot`` with ``hep_style``."""
+    if hep_style:
+        return _mplhep().histplot(np.asarray(values, dtype=float), edges, ax=ax, **kw)
+    return ax.stairs(values, edges, **kw)
+
+
+@_hep_option
 def plot_likelihood_scans(scans: Mapping[str, Tuple[np.ndarray, np.ndarray]],
                           title: str = "", mu_true: Optional[float] = None,
-                          path: PathLike = None):
+                          path: PathLike = None, *, hep_style: bool = False):
     r"""Profile-likelihood curves :math:`\Delta\mathrm{NLL}(\mu)` (paper fig. 4b).
 
     Args:
         scans: label -> (mu_scan, nll) with the NLL at each scan point (any offset; the
             minimum is subtracted).
         mu_true: draws a vertical line there.
+        hep_style: mplhep's CMS-like style (needs ``inferno[hist]``); default plain matplotlib.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -58,27 +89,30 @@ def plot_likelihood_scans(scans: Mapping[str, Tuple[np.ndarray, np.ndarray]],
     return _finish(fig, path)
 
 
+@_hep_option
 def plot_templates(f_s: np.ndarray, f_b: np.ndarray,
                    variations: Mapping[str, Tuple[np.ndarray, np.ndarray]],
                    title: str = "", s: float = 1.0, b: float = 1.0,
-                   path: PathLike = None):
+                   path: PathLike = None, *, hep_style: bool = False):
     """Signal and background templates with the up/down background variations (paper fig. 3).
 
     Args:
         f_s, f_b: nominal normalised templates (one value per bin).
         variations: nuisance label -> (f_b_up, f_b_dw).
         s, b: scale the templates to expected counts.
+        hep_style: draw with mplhep's ``histplot`` in its CMS-like style (needs
+            ``inferno[hist]``); default plain matplotlib.
     """
     plt = _plt()
     n = len(f_s)
     edges = np.arange(n + 1)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.stairs(s * np.asarray(f_s), edges, label="signal", color="tab:blue", lw=2)
-    ax.stairs(b * np.asarray(f_b), edges, label="background", color="black", lw=2)
+    _stairs(ax, hep_style, s * np.asarray(f_s), edges, label="signal", color="tab:blue", lw=2)
+    _stairs(ax, hep_style, b * np.asarray(f_b), edges, label="background", color="black", lw=2)
     colours = ["tab:red", "tab:green", "tab:purple", "tab:orange"]
     for (label, (up, dw)), c in zip(variations.items(), colours):
-        ax.stairs(b * np.asarray(up), edges, color=c, ls="--", label=f"{label} up")
-        ax.stairs(b * np.asarray(dw), edges, color=c, ls=":", label=f"{label} down")
+        _stairs(ax, hep_style, b * np.asarray(up), edges, color=c, ls="--", label=f"{label} up")
+        _stairs(ax, hep_style, b * np.asarray(dw), edges, color=c, ls=":", label=f"{label} down")
     ax.set_yscale("log")
     ax.set_xlabel("bin")
     ax.set_ylabel("expected events" if (s != 1 or b != 1) else "fraction")
