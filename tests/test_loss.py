@@ -323,3 +323,34 @@ def test_callback_reads_weight_variations_from_the_data_set():
     with torch.no_grad():
         ref = inferno_loss(analysis, net, ds.x, ds.y.reshape(-1).long(), ds.w, weights=ds.extras)
     assert wr.loss_tracker.losses["valid"][-1] == pytest.approx(float(ref), rel=1e-9)
+
+
+def test_learned_channel_replaces_a_channel_of_an_existing_workspace():
+    """An analysis' existing likelihood (read from pyhf JSON) with its signal region replaced by
+    the learned channel: the loss equals that of the same model written out by hand, and the
+    replaced channel's templates play no role."""
+    from inferno.likelihood import from_pyhf
+
+    sr_old = Channel("SR", [Sample("signal", [1.0, 2.0, 3.0], [NormFactor("mu")]),
+                            Sample("ttbar", [50.0, 40.0, 30.0], [NormFactor("k_tt")])])
+    cr = Channel("CR", [Sample("ttbar", [300.0, 200.0], [NormFactor("k_tt")])])
+    existing = Model([sr_old, cr], poi="mu")
+    fixed, _ = from_pyhf(existing.to_pyhf(existing.expected(existing.init)))
+    processes = [Process("signal", 1, 30.0, [NormFactor("mu")]), Process("ttbar", 0, 400.0, [NormFactor("k_tt")])]
+    analysis = Analysis(processes, poi="mu", fixed=fixed, replace="SR", channel="SR")
+    net = _net(n_bins=4)
+    x, lab = _events(600, seed=3, labels=(0, 1))
+    loss = inferno_loss(analysis, net, x, lab)
+    with torch.no_grad():
+        eps = analysis.eps
+        c = 1.0 / (1.0 + 4 * eps)
+        h = {name: Y * c * ((net(x[lab == label])).mean(0) + eps) for name, label, Y in (("signal", 1, 30.0),
+                                                                                         ("ttbar", 0, 400.0))}
+    by_hand = Model([Channel("SR", [Sample("signal", h["signal"].numpy(), [NormFactor("mu")]),
+                                    Sample("ttbar", h["ttbar"].numpy(), [NormFactor("k_tt")])]), cr], poi="mu")
+    main, aux = by_hand.asimov()
+    _, _, H = by_hand.nll_grad_hess(by_hand.init, main, aux)
+    ref = np.linalg.inv(H.numpy())[by_hand.index("mu"), by_hand.index("mu")]
+    assert float(loss) == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError, match="replace='XR' is not a channel"):
+        Analysis(processes, poi="mu", fixed=fixed, replace="XR")
