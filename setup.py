@@ -1,4 +1,6 @@
-"""Package set-up: metadata and requirements are read from ``settings.ini``."""
+"""Package set-up: metadata and requirements are read from ``settings.ini``, the version from
+``inferno/_version.py`` (its one definition)."""
+import re
 from configparser import ConfigParser
 from pathlib import Path
 
@@ -17,10 +19,11 @@ statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Produ
 lic = c["license"]
 lic_field = "license_expression" if int(setuptools.__version__.split(".")[0]) >= 77 else "license"
 readme = here / "README.md"
+version = re.search(r'__version__ = "([^"]+)"', (here / "inferno" / "_version.py").read_text()).group(1)
 
 setup(
     name=c["lib_name"],
-    version=c["version"],
+    version=version,
     description=c["description"],
     long_description=readme.read_text() if readme.exists() else "",
     long_description_content_type="text/markdown",

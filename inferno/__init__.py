@@ -13,4 +13,4 @@ from .paper import *  # noqa: F401,F403
 from .pyhf import *  # noqa: F401,F403
 from . import plotting  # noqa: F401  (inferno.plotting.plot_templates, ...; matplotlib loads on first use)
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
