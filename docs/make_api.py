@@ -49,6 +49,7 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.readers", "ROOT and parquet input, streamed"),
     ("inferno.histograms", "hist templates and channel plots"),
     ("inferno.paper.callbacks", "the INFERNO callbacks of the paper's problem"),
+    ("inferno.benchmarks.htautau", "a generated H -> tau tau-like search with systematics"),
     ("inferno.likelihood", "the statistical model and every measurement on it (public names)"),
     ("inferno.likelihood.model", "channels, samples, the Model"),
     ("inferno.likelihood.compiled", "the compiled model: expected counts, NLL and derivatives"),

@@ -1,0 +1,10 @@
+"""Benchmark problems with the structure of real analyses.
+
+* :mod:`inferno.benchmarks.htautau`: a Higgs to tau tau-like search, a seeded generator of
+  weighted events with energy scales, a weight systematic, alternative samples, rate
+  uncertainties, limited MC statistics and negative weights (toy numbers);
+* :mod:`inferno.benchmarks.kinematics`: the vectorised four-momentum helpers it uses.
+
+The submodules are imported on demand: ``from inferno.benchmarks import htautau``.
+"""
+__all__ = ["htautau", "kinematics"]
