@@ -46,6 +46,7 @@ setup(
         "root": c["root_requirements"].split(),
         "parquet": c["parquet_requirements"].split(),
         "hist": c["hist_requirements"].split(),
+        "onnx": c["onnx_requirements"].split(),
     },
     entry_points={"console_scripts": c["console_scripts"].split()},
     include_package_data=True,

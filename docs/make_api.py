@@ -47,6 +47,7 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.loss.approx", "the interpolated two-process callback"),
     ("inferno.templates", "from a trained network to the analysis' Model"),
     ("inferno.readers", "ROOT and parquet input, streamed"),
+    ("inferno.export", "ONNX export of a trained summary"),
     ("inferno.histograms", "hist templates and channel plots"),
     ("inferno.paper.callbacks", "the INFERNO callbacks of the paper's problem"),
     ("inferno.benchmarks.htautau", "a generated H -> tau tau-like search with systematics"),

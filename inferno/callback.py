@@ -14,10 +14,16 @@ Hook order in ``fit``::
             (train only) on_backwards_begin -> backward -> on_backwards_end -> step
             on_batch_end
         on_epoch_end
-    on_train_end
+        after_epoch    (once per epoch, after the last phase: state complete, e.g. checkpoints)
+    on_train_end   (or, when anything after on_train_begin raises: on_exception(exc), then the error)
+    on_teardown    (always, last: release hooks and resources)
 
 and in ``predict``: ``on_pred_begin``, then per batch ``on_batch_begin`` -> forward ->
 ``on_forwards_end`` -> ``on_batch_end``, then ``on_pred_end``.
+
+Callbacks that keep state across epochs return it from ``state_dict()`` and take it back in
+``load_state_dict()``; :meth:`ModelWrapper.save_checkpoint` stores it, and
+``ModelWrapper.fit(..., resume_from=path)`` restores it after ``on_train_begin``.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -33,8 +39,8 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from .model_wrapper import ModelWrapper
 
-__all__ = ["AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "PredHandler",
-           "GradClip", "ProgressBar"]
+__all__ = ["AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "Checkpoint", "PredHandler",
+           "GradClip", "ProgressBar", "LRScheduler", "OneCycle"]
 
 
 class AbsCallback:
@@ -64,6 +70,29 @@ class AbsCallback:
     def on_train_end(self) -> None: ...
     def on_pred_begin(self) -> None: ...
     def on_pred_end(self) -> None: ...
+
+    def on_exception(self, exc: BaseException) -> None:
+        """``fit`` failed (or was interrupted) with ``exc`` after ``on_train_begin``; the error
+        is raised again after every callback has seen it."""
+
+    def on_teardown(self) -> None:
+        """The end of every ``fit`` that passed ``on_train_begin``, successful or not (after
+        ``on_train_end`` or ``on_exception``): release hooks and other resources here."""
+
+    def after_epoch(self) -> None:
+        """Once per epoch, after every callback's ``on_epoch_end`` of the epoch's last phase
+        (validation, or training without a validation set) and before training stops: the
+        training state is then complete (losses tracked, schedulers stepped, counters
+        updated), which is when :class:`Checkpoint` writes."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The callback's state to put in a checkpoint (plain Python values and tensors);
+        empty by default (a stateless callback)."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (called on resume, after
+        ``on_train_begin``)."""
 
 
 class LossTracker(AbsCallback):
@@ -102,6 +131,12 @@ class LossTracker(AbsCallback):
             val = float(self._sum / self._norm)
         self.losses[self.wrapper.state].append(val)
 
+    def state_dict(self) -> Dict[str, Any]:
+        return {"losses": {k: list(v) for k, v in self.losses.items()}}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.losses = {k: [float(x) for x in v] for k, v in state["losses"].items()}
+
     @property
     def last(self) -> Optional[float]:
         """The latest validation loss (training loss when there is no validation set)."""
@@ -137,9 +172,28 @@ class EarlyStopping(AbsCallback):
             if self.epochs_since_best >= self.patience:
                 self.wrapper.stop = True
 
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": float(self.best), "epochs_since_best": int(self.epochs_since_best)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best, self.epochs_since_best = float(state["best"]), int(state["epochs_since_best"])
+
     def _is_last_phase(self) -> bool:
         wr = self.wrapper
         return wr.state == "valid" or wr.data.val_dl is None
+
+
+def _check_writable(p: Path, who: str) -> None:
+    """Raise if a file could not be written at ``p`` (a folder; a missing or read-only folder)."""
+    parent = p.parent
+    if p.is_dir():
+        raise IsADirectoryError(f"{who}: {p} is a folder; give the checkpoint's file name, "
+                                f"e.g. {p / 'best.pt'}")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{who}: the folder {parent} of the checkpoint {p} does not "
+                                "exist; create it before training")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{who}: the folder {parent} of the checkpoint {p} is not writable")
 
 
 class SaveBest(AbsCallback):
@@ -162,15 +216,7 @@ class SaveBest(AbsCallback):
 
     def check_path(self) -> None:
         """Raise now if the checkpoint could not be written (see the class docstring)."""
-        p, parent = self.path, self.path.parent
-        if p.is_dir():
-            raise IsADirectoryError(f"SaveBest: {p} is a folder; give the checkpoint's file name, "
-                                    f"e.g. {p / 'best.pt'}")
-        if not parent.is_dir():
-            raise FileNotFoundError(f"SaveBest: the folder {parent} of the checkpoint {p} does not "
-                                    "exist; create it before training")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionError(f"SaveBest: the folder {parent} of the checkpoint {p} is not writable")
+        _check_writable(self.path, "SaveBest")
 
     def on_train_begin(self) -> None:
         self.check_path()
@@ -189,6 +235,61 @@ class SaveBest(AbsCallback):
     def on_train_end(self) -> None:
         if self.auto_reload and self.best_epoch is not None:
             self.wrapper.load(self.path)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": float(self.best), "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+
+
+class Checkpoint(AbsCallback):
+    """Write the full training state every ``every`` epochs (and after the last epoch), for
+    ``ModelWrapper.fit(..., resume_from=path)``.
+
+    The checkpoint (:meth:`ModelWrapper.save_checkpoint`) holds the model, the optimiser,
+    the epoch, the random number generators (torch, CUDA when used, numpy, Python's
+    ``random``, the loaders' shuffling generators) and the state of every callback (loss
+    history, early-stopping counters, the best value of :class:`SaveBest`, learning-rate
+    schedulers). It is written atomically once every callback has finished the epoch
+    (:meth:`AbsCallback.after_epoch`), so a resumed training continues exactly.
+
+    Args:
+        path: the checkpoint file, overwritten each time; a ``{epoch}`` in it keeps one file
+            per epoch (e.g. ``"ckpt_{epoch:03d}.pt"``).
+        every: write every ``every`` epochs (>= 1); the epoch at which training ends (its last
+            one, or an early stop) is always written.
+
+    Attributes:
+        last_path: the latest file written (None before the first).
+
+    Raises:
+        ValueError: ``every`` is not an integer >= 1.
+        FileNotFoundError, IsADirectoryError, PermissionError: when training starts, if the
+            checkpoint could not be written.
+    """
+
+    def __init__(self, path: Union[str, Path], every: int = 1):
+        from .data import _check_count
+        self.path = str(path)
+        self.every = _check_count(every, "every")
+        self.last_path: Optional[Path] = None
+
+    def _path(self, epoch: int) -> Path:
+        return Path(self.path.format(epoch=epoch)) if "{epoch" in self.path else Path(self.path)
+
+    def on_train_begin(self) -> None:
+        _check_writable(self._path(0), "Checkpoint")
+
+    def after_epoch(self) -> None:
+        wr = self.wrapper
+        if wr.epoch % self.every == 0 or wr.epoch >= wr.n_epochs or wr.stop:
+            self.last_path = self._path(wr.epoch)
+            wr.save_checkpoint(self.last_path)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.path!r}, every={self.every})"
 
 
 class PredHandler(AbsCallback):
@@ -227,6 +328,140 @@ class GradClip(AbsCallback):
             torch.nn.utils.clip_grad_value_(params, self.clip)
 
 
+_LRS = torch.optim.lr_scheduler
+_SCHEDULER_TYPES = tuple(t for t in (getattr(_LRS, "LRScheduler", None), getattr(_LRS, "_LRScheduler", None),
+                                     _LRS.ReduceLROnPlateau) if t is not None)
+
+
+def _last_phase(wr: "ModelWrapper") -> bool:
+    """True in the epoch's last phase: validation, or training when there is no validation set."""
+    return wr.state == "valid" or wr.data is None or wr.data.val_dl is None
+
+
+class LRScheduler(AbsCallback):
+    """Step a learning-rate scheduler of ``torch.optim.lr_scheduler`` during ``fit``.
+
+    The scheduler is built when training starts, on the optimiser ``fit`` builds, by
+    ``factory(optimizer)``: a scheduler class or a ``functools.partial`` of one, e.g.
+    ``functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)``. Its state is part
+    of the checkpoints (:meth:`state_dict`), so a resumed training continues the schedule.
+
+    Args:
+        factory: builds the scheduler from the optimiser.
+        interval: ``"epoch"``: step once per epoch, after its last phase (validation, or
+            training without a validation set); ``"batch"``: step after every training batch
+            (after the optimiser's step). ``ReduceLROnPlateau`` steps per epoch on the latest
+            loss (:attr:`LossTracker.last`: the validation loss when there is a validation set).
+
+    Attributes:
+        scheduler: the torch scheduler (None before training starts).
+
+    Raises:
+        ValueError: an unknown ``interval``; ``ReduceLROnPlateau`` per batch; a scheduler
+            built on another optimiser than the one given; a checkpoint of another scheduler.
+        TypeError: ``factory`` is not callable or does not return a scheduler.
+    """
+
+    def __init__(self, factory: Callable[[torch.optim.Optimizer], Any], interval: str = "epoch"):
+        if not callable(factory):
+            raise TypeError(f"factory must be callable (a scheduler class or a functools.partial of one), got "
+                            f"{type(factory).__name__}")
+        if interval not in ("epoch", "batch"):
+            raise ValueError(f"interval must be 'epoch' or 'batch', got {interval!r}")
+        self.factory, self.interval = factory, interval
+        self.scheduler: Any = None
+        self._pending: Optional[Dict[str, Any]] = None
+
+    def _build(self) -> Any:
+        return self.factory(self.wrapper.opt)
+
+    def on_train_begin(self) -> None:
+        sched = self._build()
+        if not isinstance(sched, _SCHEDULER_TYPES):
+            raise TypeError(f"the factory must return a torch.optim.lr_scheduler scheduler, got {type(sched).__name__}")
+        if getattr(sched, "optimizer", None) is not self.wrapper.opt:
+            raise ValueError("the factory built the scheduler on another optimiser: it must use the optimiser "
+                             "it is given (fit builds a new one), e.g. functools.partial(StepLR, step_size=2)")
+        if isinstance(sched, _LRS.ReduceLROnPlateau) and self.interval != "epoch":
+            raise ValueError("ReduceLROnPlateau steps on the epoch's loss: use interval='epoch'")
+        self.scheduler = sched
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            self.load_state_dict(state)
+
+    def on_batch_end(self) -> None:
+        if self.interval == "batch" and self.wrapper.state == "train":
+            self.scheduler.step()
+
+    def on_epoch_end(self) -> None:
+        wr = self.wrapper
+        if self.interval != "epoch" or not _last_phase(wr):
+            return
+        if isinstance(self.scheduler, _LRS.ReduceLROnPlateau):
+            self.scheduler.step(wr.loss_tracker.last)
+        else:
+            self.scheduler.step()
+
+    @property
+    def lr(self) -> List[float]:
+        """The current learning rate of every parameter group of the optimiser."""
+        return [float(g["lr"]) for g in self.wrapper.opt.param_groups]
+
+    def state_dict(self) -> Dict[str, Any]:
+        if self.scheduler is None:
+            return dict(self._pending or {})
+        st = {k: v for k, v in self.scheduler.state_dict().items() if not callable(v)}  # e.g. bound methods
+        return {"class": type(self.scheduler).__name__, "scheduler": st}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if not state:
+            return
+        if self.scheduler is None:  # restored when training starts
+            self._pending = dict(state)
+            return
+        name = type(self.scheduler).__name__
+        if state.get("class") != name:
+            raise ValueError(f"the checkpoint holds the state of a {state.get('class')} scheduler, this callback's "
+                             f"is a {name}: resume with the same scheduler")
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.factory!r}, interval={self.interval!r})"
+
+
+class OneCycle(LRScheduler):
+    """The one-cycle policy (``torch.optim.lr_scheduler.OneCycleLR``), stepped per batch over
+    the whole training: ``n_epochs * len(train loader)`` steps.
+
+    The learning rate rises from ``max_lr / div_factor`` to ``max_lr`` during the first
+    ``pct_start`` of the steps, then anneals to ``max_lr / (div_factor * final_div_factor)``;
+    with ``cycle_momentum`` the momentum (Adam's beta1) moves the other way between
+    ``max_momentum`` and ``base_momentum``. The other arguments are ``OneCycleLR``'s.
+    """
+
+    def __init__(self, max_lr: Union[float, List[float]], pct_start: float = 0.3, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, anneal_strategy: str = "cos", cycle_momentum: bool = True,
+                 base_momentum: float = 0.85, max_momentum: float = 0.95, three_phase: bool = False):
+        if not 0 < pct_start < 1:
+            raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        self.kwargs = dict(max_lr=max_lr, pct_start=pct_start, div_factor=div_factor,
+                           final_div_factor=final_div_factor, anneal_strategy=anneal_strategy,
+                           cycle_momentum=cycle_momentum, base_momentum=base_momentum,
+                           max_momentum=max_momentum, three_phase=three_phase)
+        super().__init__(_LRS.OneCycleLR, interval="batch")
+
+    def _build(self) -> Any:
+        wr = self.wrapper
+        total = wr.n_epochs * len(wr.data.trn_dl)
+        return _LRS.OneCycleLR(wr.opt, total_steps=total, **self.kwargs)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"OneCycle({args})"
+
+
 def _ci() -> bool:
     """True in continuous integration (the environment variable ``CI`` set, not to false)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -258,7 +493,7 @@ class ProgressBar(AbsCallback):
         if self._enabled():
             from tqdm.auto import tqdm
             self._tqdm = tqdm
-            self.bar = tqdm(total=self.wrapper.n_epochs, desc="epochs", leave=False)
+            self.bar = tqdm(total=self.wrapper.n_epochs, initial=self.wrapper.epoch, desc="epochs", leave=False)
 
     def on_epoch_begin(self) -> None:
         wr = self.wrapper

@@ -942,3 +942,25 @@ def test_callbacks_after_inferno_see_the_batch_as_loaded(approx):
     torch.testing.assert_close(by, ds.y)
     torch.testing.assert_close(bw, ds.w)
     torch.testing.assert_close(yp, again)
+
+
+def test_exact_inferno_releases_its_hooks_when_training_fails():
+    """The exact callback records activations with forward hooks; an error in the middle of a
+    fit (here a NaN input batch) leaves no hook on the network (on_teardown)."""
+    import functools
+
+    from inferno import AbsCallback, DataPair, DataSet, ModelWrapper, WeightedDataLoader
+
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4), VariableSoftmax(0.5))
+    x, y, w = _batch(n=80, dtype=torch.float32)
+    dl = WeightedDataLoader(DataSet(x, y, w), 40)
+    cb = Inferno([ShapeNuisance("r", shift_feature(0), on="b", constraint=0.4)])
+
+    class Boom(AbsCallback):
+        def on_backwards_end(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ModelWrapper(net).fit(1, DataPair(dl, None), functools.partial(torch.optim.SGD, lr=0.0), loss=None,
+                              cbs=[cb, Boom()], progress=False)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())

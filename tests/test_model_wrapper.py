@@ -55,7 +55,7 @@ def test_hook_order_and_state():
     batch_val = ["on_batch_begin", "on_forwards_end", "on_batch_end"]
     epoch = (["on_epoch_begin"] + batch_trn * 2 + ["on_epoch_end"]
              + ["on_epoch_begin"] + batch_val * 3 + ["on_epoch_end"])
-    assert names == ["on_train_begin"] + epoch * 2 + ["on_train_end"]
+    assert names == ["on_train_begin"] + epoch * 2 + ["on_train_end", "on_teardown"]  # teardown: always
     states = [s for h, s, *_ in rec.log if h == "on_epoch_begin"]
     assert states == ["train", "valid", "train", "valid"]
     epochs = [e for h, _, e, _ in rec.log if h == "on_epoch_end"]
@@ -341,3 +341,46 @@ def test_loss_tracker_kept_as_data():
     h = wr.fit(2, _data(), ADAM, nn.BCEWithLogitsLoss(), cbs=[lt])
     assert wr.loss_tracker is lt and lt.losses is h
     assert all(np.isfinite(v) for v in h["train"] + h["valid"]) and len(h["valid"]) == 2
+
+
+def test_lifecycle_is_guaranteed_on_errors():
+    """An error during fit reaches every callback's on_exception, then on_teardown runs for
+    every callback (also after a successful fit, after on_train_end), and the error is raised."""
+    import functools
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from inferno import AbsCallback, DataPair, DataSet, ModelWrapper, WeightedDataLoader
+
+    calls = []
+
+    class Spy(AbsCallback):
+        def __init__(self, fail_at=None):
+            self.fail_at = fail_at
+
+        def on_batch_end(self):
+            if self.fail_at is not None and self.wrapper.epoch == self.fail_at:
+                raise KeyboardInterrupt("stop")
+
+        def on_train_end(self):
+            calls.append("train_end")
+
+        def on_exception(self, exc):
+            calls.append(("exception", type(exc).__name__))
+
+        def on_teardown(self):
+            calls.append("teardown")
+
+    ds = DataSet(np.random.default_rng(0).normal(size=(20, 2)), np.ones(20))
+    dl = WeightedDataLoader(ds, 10)
+    net = nn.Sequential(nn.Linear(2, 1), nn.Sigmoid())
+    with pytest.raises(KeyboardInterrupt):
+        ModelWrapper(net).fit(3, DataPair(dl, None), functools.partial(torch.optim.SGD, lr=0.1), nn.BCELoss(),
+                              cbs=[Spy(fail_at=2)], progress=False)
+    assert calls == [("exception", "KeyboardInterrupt"), "teardown"]
+    calls.clear()
+    ModelWrapper(net).fit(1, DataPair(dl, None), functools.partial(torch.optim.SGD, lr=0.1), nn.BCELoss(),
+                          cbs=[Spy()], progress=False)
+    assert calls == ["train_end", "teardown"]

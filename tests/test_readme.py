@@ -32,6 +32,15 @@ def test_readme_likelihood_example_runs():
                         rel_tol=1e-12)
 
 
+def test_readme_analysis_example_runs():
+    """The INFERNO-on-an-analysis example trains (its loss goes down) and measures."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    ns: dict = {}
+    exec(compile(blocks[2], str(README), "exec"), ns)
+    model = ns["model"]
+    assert model.poi_names == ["mu"] and "scale" in model.names and "lepton_id" in model.names
+
+
 def test_readme_top_shows_the_two_commands():
     text = README.read_text()
     first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)

@@ -168,7 +168,7 @@ class Inferno(_InfernoBase):
             self._recorder.remove()
             self._recorder = None
 
-    def on_train_end(self) -> None:
+    def on_teardown(self) -> None:  # after a successful fit or an error: the hooks go
         self._remove_recorder()
 
     def _teardown(self) -> None:
