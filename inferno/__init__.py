@@ -1,16 +1,63 @@
 """inferno: inference-aware training of summary statistics (INFERNO) in PyTorch.
 
-The public API is re-exported here; see ``docs/`` for the user guide.
-"""
-from .data import *  # noqa: F401,F403
-from .callback import *  # noqa: F401,F403
-from .model_wrapper import *  # noqa: F401,F403
-from .interp import *  # noqa: F401,F403
-from .inference import *  # noqa: F401,F403
-from .nuisance import *  # noqa: F401,F403
-from .inferno import *  # noqa: F401,F403
-from .paper import *  # noqa: F401,F403
-from .pyhf import *  # noqa: F401,F403
-from . import plotting  # noqa: F401  (inferno.plotting.plot_templates, ...; matplotlib loads on first use)
+The front door: the names a user needs, imported explicitly. The packages behind it:
 
-from ._version import __version__  # noqa: E402
+* :mod:`inferno.likelihood` -- the statistical model (HistFactory) and every measurement on it;
+* :mod:`inferno.loss` -- the INFERNO loss on an analysis' model, and the two-process callbacks;
+* :mod:`inferno.nuisance` -- what a systematic does to events;
+* :mod:`inferno.data`, :mod:`inferno.model_wrapper`, :mod:`inferno.callback` -- training;
+* :mod:`inferno.templates`, :mod:`inferno.readers`, :mod:`inferno.histograms`,
+  :mod:`inferno.export`, :mod:`inferno.plotting` -- templates, file formats, ONNX, figures;
+* :mod:`inferno.inference`, :mod:`inferno.interp` -- the pytorch_inferno-style measurement API;
+* :mod:`inferno.paper` -- the paper's toy problem; :mod:`inferno.benchmarks` -- a generated
+  H -> tau tau-like search.
+
+See ``docs/`` for the user guide.
+"""
+from ._version import __version__
+from . import likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
+from .callback import (AbsCallback, Checkpoint, EarlyStopping, GradClip, LossTracker, LRScheduler, OneCycle,
+                       PredHandler, ProgressBar, SaveBest)
+from .data import DataPair, DataSet, WeightedDataLoader, to_tensor
+from .inference import (CoverageResult, FitResult, ProfileResult, bin_preds, calc_nll, calc_profile,
+                        check_coverage, fit_mle, generate_toys, get_interval, get_likelihood_width,
+                        get_paper_syst_shapes, get_shape, get_syst_shapes, nll_offset, paper_model, pyhf_model,
+                        PYHF_INTERP_CODES,
+                        sample_global_obs, to_pyhf_workspace)
+from .interp import INTERP_CODES, interp_deltas, interp_derivatives, interp_shape
+from .likelihood import ConvergenceWarning
+from .loss import Analysis, ApproxInferno, Inferno, InfernoLoss, InfernoPred, Process, inferno_loss
+from .model_wrapper import ModelWrapper
+from .nn import VariableSoftmax
+from .nuisance import (AltSampleNuisance, ColumnTransform, Nuisance, RateNuisance, ShapeNuisance, WeightNuisance,
+                       constraint_curvature, scale_feature, shift_feature)
+from .paper import (BENCHMARKS, PAPER_B, PAPER_L, PAPER_PARAMS, PAPER_R, PAPER_S, ApproxPaperInferno, PaperBenchmark,
+                    PaperInferno, PaperSystMod, analytical_widths, background_log_prob, background_pdf, get_paper_data,
+                    optimal_classifier, paper_fisher_information, paper_inferno, paper_syst_transform,
+                    sample_background, sample_signal, signal_log_prob, signal_pdf)
+from .templates import analysis_model
+
+__all__ = [
+    "__version__",
+    # training
+    "DataSet", "WeightedDataLoader", "DataPair", "to_tensor", "ModelWrapper", "VariableSoftmax",
+    "AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "Checkpoint", "PredHandler", "GradClip",
+    "ProgressBar", "LRScheduler", "OneCycle",
+    # systematics and the INFERNO loss
+    "Nuisance", "ShapeNuisance", "WeightNuisance", "AltSampleNuisance", "RateNuisance", "ColumnTransform",
+    "shift_feature", "scale_feature", "constraint_curvature", "Analysis", "Process", "inferno_loss", "InfernoLoss", "Inferno", "ApproxInferno",
+    "InfernoPred", "analysis_model",
+    # the pytorch_inferno-style measurement API
+    "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes", "paper_model", "calc_nll",
+    "calc_profile", "fit_mle", "ProfileResult", "FitResult", "ConvergenceWarning", "get_likelihood_width",
+    "get_interval", "generate_toys", "sample_global_obs", "check_coverage", "CoverageResult",
+    "to_pyhf_workspace", "pyhf_model", "nll_offset", "PYHF_INTERP_CODES", "interp_shape", "interp_deltas",
+    "interp_derivatives", "INTERP_CODES",
+    # the paper's problem (also in inferno.paper; kept here for pytorch_inferno-style code)
+    "get_paper_data", "PaperInferno", "ApproxPaperInferno", "paper_inferno", "PaperSystMod",
+    "paper_syst_transform", "BENCHMARKS", "PaperBenchmark", "analytical_widths", "paper_fisher_information",
+    "optimal_classifier", "sample_signal", "sample_background", "signal_pdf", "background_pdf", "signal_log_prob",
+    "background_log_prob", "PAPER_S", "PAPER_B", "PAPER_R", "PAPER_L", "PAPER_PARAMS",
+    # subpackages
+    "likelihood", "loss", "plotting",
+]
