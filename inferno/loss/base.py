@@ -61,7 +61,6 @@ from torch import Tensor, nn
 
 from ..callback import AbsCallback, PredHandler
 from ..nuisance import Nuisance, RateNuisance, ShapeNuisance, _check_nuisances
-from .fused import _cholesky_info
 
 __all__ = ["InfernoPred"]
 
@@ -220,11 +219,16 @@ class _InfernoBase(AbsCallback):
         soft_outputs_check(y)
 
     def _poi_variance(self, hess: Tensor) -> Tensor:
-        r""":math:`[H^{-1}]_{00}` from a Cholesky factorisation; ValueError if H is not PD."""
+        r""":math:`[H^{-1}]_{00}` by the one POI routine (:func:`inferno.loss.fisher.poi_loss`);
+        ValueError (named cause, as the fused path's) if H is not positive definite."""
+        from .fisher import FisherError, poi_loss
+
         self.last_hessian = hess.detach()
-        chol, info = _cholesky_info(hess)
-        var = torch.cholesky_solve(self._e0, chol)[0, 0]
-        if not bool((info == 0) & torch.isfinite(var) & (var > 0)):
+        try:
+            var = poi_loss(hess, [0], "variance", names=self.param_names)
+        except FisherError:
+            var = None
+        if var is None or not bool(torch.isfinite(var) & (var > 0)):
             self._raise_bad(hess)
         return var
 
