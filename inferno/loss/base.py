@@ -140,9 +140,6 @@ class _InfernoBase(AbsCallback):
 
     def _setup(self, device: torch.device) -> None:
         self.device = torch.device(device)
-        f64 = dict(dtype=torch.float64, device=self.device)
-        self._e0 = torch.zeros(self.n_params, 1, **f64)
-        self._e0[0] = 1.0
 
     def _active(self) -> bool:
         return self.wrapper.state in ("train", "valid")
