@@ -1,5 +1,7 @@
 """The README's example runs and trains: its INFERNO loss goes down."""
 import re
+
+import pytest
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -39,6 +41,13 @@ def test_readme_analysis_example_runs():
     exec(compile(blocks[2], str(README), "exec"), ns)
     model = ns["model"]
     assert model.poi_names == ["mu"] and "scale" in model.names and "lepton_id" in model.names
+    # ... and from ROOT files: the same events (in process order), the same Model
+    before = model
+    exec(compile(blocks[3], str(README), "exec"), ns)
+    assert len(ns["events"]) == len(ns["data"])
+    p = before.init
+    assert float(ns["model"].nll(p, before.expected(p))) == pytest.approx(float(before.nll(p, before.expected(p))),
+                                                                           rel=1e-6)
 
 
 def test_readme_top_shows_the_two_commands():
