@@ -51,6 +51,8 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.histograms", "hist templates and channel plots"),
     ("inferno.paper.callbacks", "the INFERNO callbacks of the paper's problem"),
     ("inferno.benchmarks.htautau", "a generated H -> tau tau-like search with systematics"),
+    ("inferno.benchmarks.analysis", "the INFERNO analysis of that search"),
+    ("inferno.benchmarks.run", "the inferno-bench command"),
     ("inferno.likelihood", "the statistical model and every measurement on it (public names)"),
     ("inferno.likelihood.model", "channels, samples, the Model"),
     ("inferno.likelihood.compiled", "the compiled model: expected counts, NLL and derivatives"),

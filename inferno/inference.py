@@ -919,7 +919,7 @@ def check_coverage(f_s_nom: ArrayLike, f_b_nom: ArrayLike, mu_true: float, b_tru
         aux = model.aux_nominal.expand(main.shape[0], -1)
     truth = torch.zeros(t.P, dtype=DTYPE)
     truth[0] = float(mu_true)
-    return coverage(model, truth, val=val, tol=tol, toy_data=(main, aux))
+    return coverage(model, truth, val=val, tol=tol, toy_data=(main, aux), multistart="all")
 
 
 # =========================================================================== HistFactory export

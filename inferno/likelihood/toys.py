@@ -146,7 +146,7 @@ class CoverageResult:
 
 def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0, val: float = 0.5,
              poi: Optional[str] = None, fluctuate_aux: bool = True, tol: float = 1e-9,
-             toy_data: Optional[Tuple[Tensor, Tensor]] = None) -> CoverageResult:
+             toy_data: Optional[Tuple[Tensor, Tensor]] = None, multistart: Any = "kinked") -> CoverageResult:
     r"""Coverage of the profile-likelihood interval :math:`\{\mu: -\ln L_p(\mu) - \min -\ln L
     \le \mathrm{val}\}` of the POI, with toys at ``params`` (default the inits).
 
@@ -154,7 +154,7 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
     :math:`-\ln L_p(\mu^*)`; the interval contains the truth iff their difference is
     :math:`\le` ``val`` (for a unimodal profile, the same as reading it off a scan, without
     the scan's interpolation error). All toys run as one batch. ``toy_data``: use these
-    ``(main, aux)`` instead of drawing toys.
+    ``(main, aux)`` instead of drawing toys; ``multistart``: as in :func:`~inferno.likelihood.fit`.
     """
     p = model.params(params)
     name = poi if poi is not None else (model.poi_names[0] if model.poi_names else None)
@@ -162,8 +162,9 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
         raise ValueError("the model has no POI: name the parameter whose coverage to check")
     k = model.index(name)
     main, aux = toy_data if toy_data is not None else toys(model, p, n_toys, seed, fluctuate_aux)
-    f = fit(model, main, aux, init=p, on_fail="ignore", multistart="all")
-    prof = profile(model, main, [float(p[k])], aux=aux, poi=name, init=p, tol=tol, on_fail="ignore", multistart="all")
+    f = fit(model, main, aux, init=p, on_fail="ignore", multistart=multistart)
+    prof = profile(model, main, [float(p[k])], aux=aux, poi=name, init=p, tol=tol, on_fail="ignore",
+                   multistart=multistart)
     ok = (f.converged & prof.converged[..., 0]).cpu().numpy()
     n_ok = int(ok.sum())
     if n_ok == 0:

@@ -1,0 +1,1043 @@
+r"""``inferno-bench``: BCE vs multiclass vs INFERNO on the :math:`H \to \tau\tau`-like benchmark,
+end to end (also ``python -m inferno.benchmarks``).
+
+On the same generated events (:mod:`inferno.benchmarks.htautau`; the analysis of
+:mod:`inferno.benchmarks.analysis`: a learned signal region and a ttbar control region,
+every kind of systematic) the command trains three networks on the primary objects (first
+layer :class:`~inferno.benchmarks.htautau.FeatureLayer`, then the same MLP with two hidden
+layers), each keeping the weights of its best validation epoch:
+
+* ``bce``: a classifier, signal vs all backgrounds (binary cross-entropy, the signal and the
+  physical background mixture weighted to equal totals); summary: its signal probability in
+  ``--bins`` bins (quantiles of the signal, or equal width);
+* ``multiclass``: a classifier over the four processes (softmax, cross-entropy, the
+  processes weighted to equal totals); summaries: ``multiclass`` (its signal probability
+  against the physical background mixture, binned like BCE's) and ``multiclass_argmax``
+  (the most probable process: 4 bins);
+* ``inferno``: INFERNO on the analysis (:class:`~inferno.loss.InfernoLoss`; every
+  systematic, the control region, optionally the MC statistics; ``--bins`` outputs,
+  ``VariableSoftmax`` at ``--temperature``); summary: its argmax.
+
+Each summary then gets the same measurement: the concrete model of the analysis
+(:func:`~inferno.templates.analysis_model`) filled from an independent template (test)
+sample (``--n-test`` events per sample; bins with fewer than 20 of its events, or with a
+negative template from negative weights, merged: :func:`merge_bins`), the expected 68%
+interval of the signal strength :math:`\mu` with all nuisances profiled on Asimov data
+(profile scan; the Hessian uncertainty and the statistics-only one beside it), and
+pseudo-experiments with the tau energy scale truly shifted by ``--shifts`` standard
+deviations while its auxiliary measurement stays centred on the nominal value
+(:func:`truth_counts`, :func:`pseudo_data`): coverage of the profile-likelihood interval,
+its mean width, and the HiggsML uncertainty challenge's score over all of them
+(:func:`challenge_score`).
+
+Every run uses one torch thread (``torch.set_num_threads(1)``, restored afterwards) and
+seeds everything from ``--seed``: the same command gives the same numbers on any machine
+with the same library versions.
+
+Outputs in ``--out``: ``results.md``, ``results.csv`` (one row per summary), ``coverage.csv``
+(one row per summary and shift), ``meta.json``, ``workspaces/<summary>.json`` (pyhf), and the
+figures ``features_tes.png``, ``features_jes.png``, ``templates_<summary>.png``,
+``profiles.png``, ``coverage_vs_tes.png``, ``training.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..callback import AbsCallback
+from ..cli import _git_commit, _HelpFormatter, _unwritable
+from ..data import DataPair, DataSet, WeightedDataLoader
+from ..likelihood import fit, get_interval, profile
+from ..loss import InfernoLoss
+from ..model_wrapper import ModelWrapper
+from ..nn import VariableSoftmax
+from ..templates import analysis_model
+from . import htautau as hb
+from .analysis import SYSTEMATICS, WEIGHT_EXTRAS, prepare, to_dataset
+
+__all__ = ["BenchConfig", "main", "parse_args", "validate", "run", "train", "build_net", "make_summaries",
+           "measure", "merge_bins", "truth_counts", "pseudo_data", "challenge_score", "coverage_penalty",
+           "signal_probability", "StratifiedLoader", "BinnedScore", "MergedBins", "WeightedCE", "KeepBest",
+           "MODELS", "SUMMARIES"]
+
+#: the trained networks
+MODELS: Tuple[str, ...] = ("bce", "multiclass", "inferno")
+#: the summaries measured (and the network each comes from)
+SUMMARIES: Dict[str, str] = {"bce": "bce", "multiclass": "multiclass", "multiclass_argmax": "multiclass",
+                             "inferno": "inferno"}
+LABELS: Dict[str, str] = {"bce": "BCE classifier", "multiclass": "multiclass (signal prob.)",
+                          "multiclass_argmax": "multiclass (argmax)", "inferno": "INFERNO"}
+#: the nominal coverage of a 68.27% interval
+ONE_SIGMA = 0.6827
+#: largest --seed (the training seeds are 10 seed + model)
+MAX_SEED = 2**32 - 1
+#: the challenge's epsilon in -ln((width + eps) f(coverage))
+SCORE_EPS = 1e-3
+
+
+@dataclass
+class BenchConfig:
+    """Settings of a benchmark run (see ``inferno-bench --help``)."""
+
+    seed: int = 0
+    n_events: int = 200_000
+    n_test: int = 500_000
+    fractions: Tuple[float, float] = (0.7, 0.3)
+    models: Tuple[str, ...] = MODELS
+    epochs: int = 40
+    inferno_epochs: int = 40
+    bs: int = 4000
+    bins: int = 10
+    hidden: int = 100
+    lr: float = 1e-3
+    lr_inferno: float = 1e-3
+    temperature: float = 0.1
+    binning: str = "quantile"
+    systematics: Tuple[str, ...] = ("tes", "jes", "tau_id", "ttbar_model")
+    mc_stat: bool = True
+    toys: int = 1000
+    shifts: Tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
+    truth: str = "model"
+    scan_points: int = 41
+    toy_scan_points: int = 25
+    figures: bool = True
+    out: str = "docs/benchmark"
+    quick: bool = False
+    threads: int = 1
+
+
+# ----------------------------------------------------------------------------- arguments
+def _floats(text: str, what: str) -> Tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(prog="inferno-bench", description=__doc__.split("\n\n")[0].replace("``", "")
+                                .replace(r":math:`H \to \tau\tau`", "H -> tau tau"),
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (30k training and 100k template events per sample, few epochs, 100 toys): a few minutes on 2 cores; "
+                        "explicit options still override")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the events, the split, the trainings and the toys")
+    p.add_argument("--n-events", type=int, default=None,
+                   help=f"generated events per sample for training and validation (the diboson capped at 3000) "
+                        f"[{d.n_events}; quick: 30000]")
+    p.add_argument("--n-test", type=int, default=None,
+                   help=f"generated events per sample of the independent template (test) sample, the diboson capped "
+                        f"at 3000 [{d.n_test}; quick: 100000]")
+    p.add_argument("--fractions", default=",".join(str(f) for f in d.fractions),
+                   help="training, validation fractions of the signal region's events")
+    p.add_argument("--models", default=",".join(d.models), help="comma-separated subset of " + ",".join(MODELS))
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs of the classifiers [{d.epochs}; quick: 15]")
+    p.add_argument("--inferno-epochs", type=int, default=None,
+                   help=f"epochs of INFERNO [{d.inferno_epochs}; quick: 15]")
+    p.add_argument("--bs", type=int, default=None,
+                   help=f"batch size (stratified: every batch holds every sample) [{d.bs}; quick: 2000]")
+    p.add_argument("--bins", type=int, default=d.bins, help="bins of the summaries (INFERNO outputs, classifier bins)")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="width of the two hidden layers")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the classifiers (Adam)")
+    p.add_argument("--lr-inferno", type=float, default=d.lr_inferno, help="learning rate of INFERNO (Adam)")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="softmax temperature of INFERNO")
+    p.add_argument("--binning", choices=("quantile", "uniform"), default=d.binning,
+                   help="classifier bins: equal signal (validation sample) or equal width in the probability")
+    p.add_argument("--systematics", default=",".join(d.systematics),
+                   help="shape systematics of the analysis (rates always): subset of tes,jes,tau_id,ttbar_model; "
+                        "'none' for none")
+    p.add_argument("--no-mc-stat", action="store_true", help="leave out the MC statistical uncertainty")
+    p.add_argument("--toys", type=int, default=None,
+                   help=f"pseudo-experiments per summary and shift [{d.toys}; quick: 100]")
+    p.add_argument("--shifts", default=",".join(f"{s:g}" for s in d.shifts),
+                   help="true tau energy scale of the pseudo-experiments, in standard deviations")
+    p.add_argument("--truth", choices=("model", "exact"), default=d.truth,
+                   help="pseudo-data at a shifted tau energy scale: the model's interpolation ('model'), or the "
+                        "events moved by the exact transform and binned again ('exact')")
+    p.add_argument("--scan-points", type=int, default=d.scan_points, help="points of the Asimov profile scans (odd)")
+    p.add_argument("--toy-scan-points", type=int, default=d.toy_scan_points,
+                   help="points of the profile scan of each pseudo-experiment (odd)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--out", default=None, help=f"output folder [{d.out}; quick: {d.out}/quick]")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
+    """Parse and validate the command line; errors exit (status 2) before anything is written
+    or trained (nothing is created here)."""
+    p = _parser()
+    a = p.parse_args(argv)
+    d, q = BenchConfig(), a.quick
+    problems: List[str] = []
+    try:
+        fractions = _floats(a.fractions, "--fractions")
+        shifts = _floats(a.shifts, "--shifts")
+    except argparse.ArgumentTypeError as e:
+        p.error(str(e))
+    syst = () if a.systematics.strip().lower() == "none" else tuple(
+        s.strip() for s in a.systematics.split(",") if s.strip())
+    cfg = BenchConfig(
+        seed=a.seed,
+        n_events=a.n_events if a.n_events is not None else (30_000 if q else d.n_events),
+        n_test=a.n_test if a.n_test is not None else (100_000 if q else d.n_test),
+        fractions=tuple(fractions),  # type: ignore[arg-type]
+        models=tuple(m.strip() for m in a.models.split(",") if m.strip()),
+        epochs=a.epochs if a.epochs is not None else (15 if q else d.epochs),
+        inferno_epochs=a.inferno_epochs if a.inferno_epochs is not None else (15 if q else d.inferno_epochs),
+        bs=a.bs if a.bs is not None else (2000 if q else d.bs),
+        bins=a.bins, hidden=a.hidden, lr=a.lr, lr_inferno=a.lr_inferno, temperature=a.temperature,
+        binning=a.binning, systematics=syst, mc_stat=not a.no_mc_stat,
+        toys=a.toys if a.toys is not None else (100 if q else d.toys),
+        shifts=shifts, truth=a.truth, scan_points=a.scan_points, toy_scan_points=a.toy_scan_points, figures=not a.no_figures,
+        out=a.out if a.out is not None else (f"{d.out}/quick" if q else d.out), quick=q)
+    problems += validate(cfg)
+    if problems:
+        p.error("; ".join(problems))
+    return cfg
+
+
+def validate(c: BenchConfig) -> List[str]:
+    """Every problem of a configuration (empty: none); writes and creates nothing."""
+    bad = []
+    if not 0 <= c.seed <= MAX_SEED:
+        bad.append(f"--seed must be in [0, {MAX_SEED}], got {c.seed}")
+    for name, v in (("--n-events", c.n_events), ("--n-test", c.n_test)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 500:
+            bad.append(f"{name} must be an integer >= 500, got {v!r}")
+    fr = list(c.fractions)
+    if len(fr) != 2 or any(not (math.isfinite(f) and f > 0) for f in fr) or abs(sum(fr) - 1) > 1e-6:
+        bad.append(f"--fractions must be two positive numbers (training, validation) summing to 1, got {fr}")
+    if not c.models:
+        bad.append("--models is empty")
+    if unknown := [m for m in c.models if m not in MODELS]:
+        bad.append(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    if dup := sorted({m for m in c.models if c.models.count(m) > 1}):
+        bad.append(f"--models names {dup} more than once")
+    for name, v in (("--epochs", c.epochs), ("--inferno-epochs", c.inferno_epochs), ("--bs", c.bs),
+                    ("--hidden", c.hidden), ("--toys", c.toys), ("--threads", c.threads)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            bad.append(f"{name} must be an integer >= 1, got {v!r}")
+    if c.bins < 2:
+        bad.append(f"--bins must be >= 2, got {c.bins}")
+    for name, v in (("--lr", c.lr), ("--lr-inferno", c.lr_inferno), ("--temperature", c.temperature)):
+        if not (math.isfinite(v) and v > 0):
+            bad.append(f"{name} must be finite and > 0, got {v}")
+    if c.binning not in ("quantile", "uniform"):
+        bad.append(f"--binning must be 'quantile' or 'uniform', got {c.binning!r}")
+    if unknown := [s for s in c.systematics if s not in SYSTEMATICS]:
+        bad.append(f"unknown systematics {unknown}; choose from {list(SYSTEMATICS)} (or 'none')")
+    if dup := sorted({s for s in c.systematics if c.systematics.count(s) > 1}):
+        bad.append(f"--systematics names {dup} more than once")
+    if not c.shifts:
+        bad.append("--shifts is empty")
+    elif any(not (math.isfinite(s) and abs(s) <= 5) for s in c.shifts):
+        bad.append(f"--shifts must be finite, within +-5 standard deviations, got {list(c.shifts)}")
+    elif len(set(c.shifts)) != len(c.shifts):
+        bad.append(f"--shifts names a value more than once: {list(c.shifts)}")
+    if c.shifts and any(s != 0 for s in c.shifts) and "tes" not in c.systematics:
+        bad.append("--shifts other than 0 need the tes systematic")
+    if c.truth not in ("model", "exact"):
+        bad.append(f"--truth must be 'model' or 'exact', got {c.truth!r}")
+    for k, v in (("--scan-points", c.scan_points), ("--toy-scan-points", c.toy_scan_points)):
+        if v < 7 or v % 2 == 0:
+            bad.append(f"{k} must be odd and >= 7 (the true mu = 1 at the centre), got {v}")
+    if (why := _unwritable(Path(c.out))) is not None:
+        bad.append(f"output folder {c.out} is not writable: {why}")
+    return bad
+
+
+# ----------------------------------------------------------------------------- data loading
+class StratifiedLoader(WeightedDataLoader):
+    """A :class:`~inferno.data.WeightedDataLoader` whose every batch holds every label of the
+    data set in the same proportion: per epoch, the events of each label are permuted (seeded)
+    and dealt into the same number of batches (about ``len(dataset) / batch_size``). INFERNO
+    needs every process, and the alternative samples, in every batch; a small sample such as
+    the diboson's is spread evenly.
+
+    Raises:
+        ValueError: no labels, or a label with fewer events than there are batches.
+    """
+
+    def __init__(self, dataset: DataSet, batch_size: int, shuffle: bool = True, seed: Optional[int] = None):
+        super().__init__(dataset, batch_size, shuffle=shuffle, drop_last=False, seed=seed)
+        if dataset.y is None:
+            raise ValueError("a stratified loader needs the labels y")
+        lab = dataset.y[:, 0].long()
+        self.groups = [(lab == v).nonzero().squeeze(-1) for v in torch.unique(lab)]
+        self.n_batches = max(1, int(round(len(dataset) / self.batch_size)))
+        small = min(len(g) for g in self.groups)
+        if small < self.n_batches:
+            raise ValueError(f"a label has {small} events, fewer than the {self.n_batches} batches: "
+                             "use larger batches or more events")
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        ds = self.dataset
+        parts = []
+        for g in self.groups:
+            gg = g[torch.randperm(len(g), generator=self.generator)] if self.shuffle else g
+            parts.append(torch.tensor_split(gg, self.n_batches))
+        for i in range(self.n_batches):
+            idx = torch.cat([p[i] for p in parts])
+            batch = (ds.x[idx], None if ds.y is None else ds.y[idx], None if ds.w is None else ds.w[idx])
+            yield batch + ({k: v[idx] for k, v in ds.extras.items()},) if ds.extras else batch
+
+
+def _classifier_dataset(ev: Dict[str, np.ndarray], kind: str):
+    """The DataSet of a classifier: the processes only (no alternative samples), targets
+    signal/not (``bce``) or the process (``multiclass``), weights balanced: equal totals for
+    signal and background (``bce``, the background a physical mixture) or for every process."""
+    proc_labels = [p.label for p in hb.PROCESSES.values()]
+    m = np.isin(ev["label"], proc_labels)
+    lab, w = ev["label"][m], ev["weight"][m].astype(np.float64)
+    sig = lab == hb.PROCESSES[hb.SIGNAL].label
+    wb = np.empty_like(w)
+    if kind == "bce":
+        y = sig.astype(np.float32)
+        for mask in (sig, ~sig):
+            wb[mask] = w[mask] / w[mask].sum()
+    else:
+        y = lab.astype(np.float32)
+        for v in proc_labels:
+            mask = lab == v
+            wb[mask] = w[mask] / w[mask].sum()
+    wb *= len(w) / wb.sum()
+    return DataSet(ev["primary"][m], y, wb.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- networks
+def _mlp(n_in: int, n_out: int, hidden: int):
+    return [nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out)]
+
+
+def build_net(kind: str, feature_layer, cfg: BenchConfig):
+    """The network of model ``kind`` on primary objects: ``feature_layer``, then the MLP
+    (BCE: one logit; multiclass: one logit per process; INFERNO: ``bins`` outputs and a
+    VariableSoftmax)."""
+    nf = len(hb.FEATURES)
+    if kind == "bce":
+        return nn.Sequential(feature_layer, *_mlp(nf, 1, cfg.hidden))
+    if kind == "multiclass":
+        return nn.Sequential(feature_layer, *_mlp(nf, len(hb.PROCESSES), cfg.hidden))
+    return nn.Sequential(feature_layer, *_mlp(nf, cfg.bins, cfg.hidden), VariableSoftmax(cfg.temperature))
+
+
+class WeightedCE(nn.Module):
+    """Cross-entropy over the processes for targets stored as floats ``(n, 1)``; it has a
+    ``reduction`` attribute, so the training loop weights it per event."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, y.reshape(-1).long(), reduction=self.reduction)
+
+
+class KeepBest(AbsCallback):
+    """Keeps (in memory) the weights of the epoch with the lowest validation loss and restores
+    them at the end of training."""
+
+    def on_train_begin(self) -> None:
+        self.best, self.state, self.best_epoch = math.inf, None, 0
+
+    def on_epoch_end(self) -> None:
+        wr = self.wrapper
+        if wr.state != "valid":
+            return
+        val = wr.loss_tracker.losses["valid"][-1]
+        if math.isfinite(val) and val < self.best:
+            self.best, self.best_epoch = val, wr.epoch
+            self.state = copy.deepcopy(wr.model.state_dict())
+
+    def on_train_end(self) -> None:
+        if self.state is not None:
+            self.wrapper.model.load_state_dict(self.state)
+
+
+def train(kind: str, prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Any]:
+    """Train model ``kind`` on the problem's training sample (best validation epoch kept)."""
+    seed = _train_seed(cfg.seed, kind)
+    torch.manual_seed(seed)
+    fl = hb.FeatureLayer.fit(prob.train["primary"])
+    net = build_net(kind, fl, cfg)
+    if kind == "inferno":
+        trn, val = to_dataset(prob.train), to_dataset(prob.valid)
+        loss, cbs, lr, epochs = None, [InfernoLoss(prob.analysis)], cfg.lr_inferno, cfg.inferno_epochs
+    else:
+        trn, val = _classifier_dataset(prob.train, kind), _classifier_dataset(prob.valid, kind)
+        loss = nn.BCEWithLogitsLoss() if kind == "bce" else WeightedCE()
+        cbs, lr, epochs = [], cfg.lr, cfg.epochs
+    data = DataPair(StratifiedLoader(trn, cfg.bs, shuffle=True, seed=seed),
+                    StratifiedLoader(val, cfg.bs, shuffle=False, seed=seed))
+    keep = KeepBest()
+    t0 = time.perf_counter()
+    wrapper = ModelWrapper(net)
+    history = wrapper.fit(epochs, data, functools.partial(torch.optim.Adam, lr=lr), loss, cbs=[*cbs, keep],
+                          progress=False)
+    net.eval()
+    dt = time.perf_counter() - t0
+    log(f"  trained {kind:<10} {epochs} epochs in {dt:.0f} s (best validation epoch {keep.best_epoch}, "
+        f"loss {keep.best:.5g})", flush=True)
+    return dict(net=net, history=history, best_epoch=keep.best_epoch, best_loss=keep.best, train_s=dt)
+
+
+# ----------------------------------------------------------------------------- summaries
+class BinnedScore(nn.Module):
+    """One-hot bins of a classifier's signal probability, so that the argmax of the output is
+    the bin (what :func:`~inferno.templates.analysis_model` reads).
+
+    Args:
+        net: the classifier.
+        score: ``'sigmoid'`` (one logit: BCE) or ``'softmax'`` (one logit per process, signal
+            first: :func:`signal_probability` with the background fractions ``prior``).
+        edges: the interior bin edges of the score (``len(edges) + 1`` bins).
+        prior: the background fractions (``'softmax'`` only).
+    """
+
+    def __init__(self, net: nn.Module, score: str, edges: Any, prior: Any = None):
+        super().__init__()
+        if score not in ("sigmoid", "softmax"):
+            raise ValueError(f"score must be 'sigmoid' or 'softmax', got {score!r}")
+        if score == "softmax" and prior is None:
+            raise ValueError("a softmax score needs the background fractions (prior)")
+        self.net, self.score = net, score
+        self.register_buffer("edges", torch.as_tensor(np.asarray(edges, dtype=np.float64)))
+        self.register_buffer("prior", None if prior is None else torch.as_tensor(np.asarray(prior, dtype=np.float64)))
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The signal probability of every event (float64)."""
+        out = self.net(x).double()
+        if self.score == "sigmoid":
+            return torch.sigmoid(out[:, 0])
+        return signal_probability(torch.softmax(out, dim=1), self.prior)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = torch.bucketize(self.scores(x), self.edges, right=True)
+        return nn.functional.one_hot(idx, self.n_bins).to(x.dtype)
+
+
+def signal_probability(p, background_fractions):
+    r"""The signal probability against the physical background mixture from the outputs
+    ``p`` ``(n, n_processes)`` of a multiclass classifier trained with equal process totals
+    (signal first): :math:`p_s / (p_s + \sum_b \pi_b p_b)` with :math:`\pi_b` the background
+    fractions (summing to 1): what a BCE classifier with equal signal and background totals
+    estimates."""
+    return p[:, 0] / (p[:, 0] + (p[:, 1:] * background_fractions[None, :]).sum(1))
+
+
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    o = np.argsort(x, kind="stable")
+    cw = np.cumsum(np.clip(w[o], 0, None))
+    cw /= cw[-1]
+    return np.interp(qs, cw, x[o])
+
+
+def make_summaries(trained: Dict[str, Dict[str, Any]], prob, cfg: BenchConfig) -> Dict[str, Any]:
+    """The summary modules (argmax = bin) of the trained networks."""
+    out: Dict[str, Any] = {}
+    sig_label = hb.PROCESSES[hb.SIGNAL].label
+    yb = np.array([prob.sr_yields[k] for k in hb.PROCESSES if k != hb.SIGNAL])
+    prior = yb / yb.sum()
+    v = prob.valid
+    vs = v["label"] == sig_label
+    xv = torch.from_numpy(v["primary"][vs])
+    for name, model in SUMMARIES.items():
+        if model not in trained:
+            continue
+        net = trained[model]["net"]
+        if name == "inferno":
+            out[name] = net
+            continue
+        if name == "multiclass_argmax":
+            out[name] = torch.nn.Sequential(net, torch.nn.Softmax(dim=1))
+            continue
+        score = "sigmoid" if name == "bce" else "softmax"
+        if cfg.binning == "uniform":
+            edges = np.linspace(0.0, 1.0, cfg.bins + 1)[1:-1]
+        else:
+            probe = BinnedScore(net, score, np.zeros(0), prior if score == "softmax" else None)
+            with torch.no_grad():
+                s = probe.scores(xv).numpy()
+            edges = _weighted_quantiles(s, v["weight"][vs], np.linspace(0, 1, cfg.bins + 1)[1:-1])
+            edges = np.maximum.accumulate(edges + 1e-12 * np.arange(len(edges)))  # strictly increasing
+        out[name] = BinnedScore(net, score, edges, prior if score == "softmax" else None).eval()
+    return out
+
+
+class MergedBins(nn.Module):
+    """A summary with some of its bins merged: ``mapping[argmax(net(x))]`` as one-hot outputs
+    over ``n_bins`` bins (what :func:`~inferno.templates.analysis_model` reads)."""
+
+    def __init__(self, net: nn.Module, mapping: Sequence[int]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mapping", torch.as_tensor(np.asarray(mapping, dtype=np.int64)))
+        self.n_bins = int(self.mapping.max()) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(self.mapping[self.net(x).argmax(1)], self.n_bins).to(x.dtype)
+
+
+def merge_bins(summary: nn.Module, events: Dict[str, np.ndarray], ordered: bool,
+               min_events: int = 20) -> Tuple[nn.Module, List[List[int]]]:
+    """Merge the bins of ``summary`` that would make the model ill-defined or its templates
+    mere MC noise on ``events`` (the template sample): bins with fewer than ``min_events``
+    events, and bins where a process's summed weight is negative (negative weights in few
+    events, e.g. the diboson's). A bin with a negative process joins the neighbour (``ordered``:
+    a binned score, adjacent bins only; else any bin) holding the most weight of that process;
+    a bin with too few events joins the neighbour of the most similar composition (expected
+    process fractions); until no such bin is left.
+
+    Returns:
+        the summary (itself when nothing was merged, else a :class:`MergedBins`) and the groups
+        of original bins.
+
+    Raises:
+        ValueError: fewer than two bins would be left.
+    """
+    from ..templates import hard_bins
+
+    with torch.no_grad():
+        raw = hard_bins(summary, torch.from_numpy(events["primary"])).numpy()
+        n_raw = int(summary(torch.from_numpy(events["primary"][:1])).shape[1])
+    procs = list(hb.PROCESSES.values())
+    sums = np.zeros((len(procs), n_raw))
+    for i, p in enumerate(procs):
+        m = events["label"] == p.label
+        sums[i] = np.bincount(raw[m], weights=events["weight"][m], minlength=n_raw) / events["weight"][m].sum()
+    counts = np.bincount(raw[np.isin(events["label"], [p.label for p in procs])], minlength=n_raw)
+    groups: List[List[int]] = [[b] for b in range(n_raw)]
+    while True:
+        gs = np.array([sums[:, g].sum(1) for g in groups]).T  # (process, group): fraction of each process
+        gn = np.array([counts[g].sum() for g in groups])
+        neg = [j for j in range(len(groups)) if (gs[:, j] < 0).any() and gn[j] > 0]
+        few = [j for j in range(len(groups)) if gn[j] < max(min_events, 1)]
+        if not neg and not few:
+            break
+        if len(groups) <= 2:
+            raise ValueError(f"the summary has fewer than two usable bins on the template sample (groups {groups}, "
+                             f"events {gn.tolist()})")
+        j = neg[0] if neg else few[0]
+        cands = [k for k in ((j - 1, j + 1) if ordered else range(len(groups))) if 0 <= k < len(groups) and k != j]
+        if neg:
+            p = int(np.flatnonzero(gs[:, j] < 0)[0])
+            k = max(cands, key=lambda c: gs[p, c])
+        else:
+            comp = gs / np.maximum(np.abs(gs).sum(0, keepdims=True), 1e-300)
+            k = min(cands, key=lambda c: float(np.abs(comp[:, c] - comp[:, j]).sum()))
+        groups[min(j, k)] = sorted(groups[j] + groups[k])
+        del groups[max(j, k)]
+    if len(groups) == n_raw:
+        return summary, groups
+    mapping = np.empty(n_raw, dtype=np.int64)
+    for g, members in enumerate(groups):
+        mapping[members] = g
+    return MergedBins(summary, mapping).eval(), groups
+
+
+# ----------------------------------------------------------------------------- measurement
+def challenge_score(width: float, coverage: float, n: int, eps: float = SCORE_EPS) -> float:
+    r"""The HiggsML uncertainty challenge's score: :math:`-\ln\big((w + \epsilon)\, f(c)\big)`,
+    with :math:`w` the mean full width :math:`\mu_{84} - \mu_{16}` of the intervals, :math:`c`
+    their coverage over ``n`` pseudo-experiments and :math:`f` :func:`coverage_penalty`.
+    Higher is better."""
+    if not (math.isfinite(width) and math.isfinite(coverage)):
+        return math.nan
+    return -math.log((width + eps) * coverage_penalty(coverage, n))
+
+
+def coverage_penalty(c: float, n: int, one_sigma: float = ONE_SIGMA) -> float:
+    r""":math:`f(c)`: 1 within :math:`0.6827 \pm 2\sigma_{68}`,
+    :math:`\sigma_{68} = \sqrt{0.6827\,(1 - 0.6827)/n}`; below,
+    :math:`1 + |(c - c_-)/\sigma_{68}|^4`; above, :math:`1 + |(c - c_+)/\sigma_{68}|^3`
+    (:math:`c_\pm = 0.6827 \pm 2\sigma_{68}`): under-coverage costs more than over-coverage."""
+    s = math.sqrt(one_sigma * (1 - one_sigma) / n)
+    lo, hi = one_sigma - 2 * s, one_sigma + 2 * s
+    if c < lo:
+        return 1 + abs((c - lo) / s) ** 4
+    if c > hi:
+        return 1 + abs((c - hi) / s) ** 3
+    return 1.0
+
+
+def _scan(model, main, aux, centre: float, half: float, points: int):
+    from .analysis import POI_BOUNDS
+    half = min(half, centre - POI_BOUNDS[0], POI_BOUNDS[1] - centre)  # inside the bounds of mu
+    mu = centre + half * np.linspace(-1.0, 1.0, points)
+    return mu, profile(model, main, mu, aux=aux, on_fail="ignore")
+
+
+def _intervals(nll: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """(lo, hi) per row of a batch of scans (NaN where the interval is not inside the scan)."""
+    out = np.full((nll.shape[0], 2), np.nan)
+    for i, row in enumerate(nll):
+        try:
+            lo, hi, _ = get_interval(row, mu, 0.5)
+            out[i] = lo, hi
+        except ValueError:
+            pass
+    return out
+
+
+def measure(name: str, summary, prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Any]:
+    """The concrete model of ``summary`` on the test events, its Asimov widths and its
+    pseudo-experiments at the shifted tau energy scales."""
+    t0 = time.perf_counter()
+    te = prob.test
+    x = torch.from_numpy(te["primary"])
+    summary, groups = merge_bins(summary, te, ordered=isinstance(summary, BinnedScore))
+    merged = [g for g in groups if len(g) > 1]
+    if merged:
+        log(f"  {name}: bins merged (fewer than 20 test events, or a negative template): {merged}", flush=True)
+    model = analysis_model(prob.analysis, summary, x, torch.from_numpy(te["label"]),
+                           torch.from_numpy(te["weight"]), weights={k: torch.from_numpy(te[k]) for k in WEIGHT_EXTRAS})
+    main, aux = model.asimov()
+    f = fit(model, main, aux, on_fail="ignore")
+    sigma_h = float(f.poi_unc)
+    nuis = {n: float(v) for n, v in zip(model.names, model.init.tolist()) if n != "mu"}
+    f0 = fit(model, main, aux, fixed=nuis, on_fail="ignore")
+    sigma_stat = float(f0.poi_unc)
+    half = 3.0 * sigma_h if math.isfinite(sigma_h) and sigma_h > 0 else 1.0
+    mu, prof = _scan(model, main, aux, 1.0, half, cfg.scan_points)
+    try:
+        lo, hi, _ = prof.interval()
+        width = (hi - lo) / 2
+    except ValueError:
+        lo = hi = width = math.nan
+    res: Dict[str, Any] = dict(summary=name, n_bins=int(model.channel_bins["signal"].stop
+                                                        - model.channel_bins["signal"].start),
+                               sigma_stat=sigma_stat, sigma_hessian=sigma_h, width=width, lo=lo, hi=hi, merged=merged,
+                               scan=(mu.tolist(), prof.nll.tolist()), model=model, asimov=main)
+    # pseudo-experiments: the true tau energy scale shifted, its auxiliary datum centred on 0
+    rows = []
+    scale = width if math.isfinite(width) else half / 3
+    for j, s in enumerate(cfg.shifts):
+        nu = truth_counts(model, summary, prob, float(s), cfg.truth)
+        tm, ta = pseudo_data(model, nu, cfg.toys, seed=_toy_seed(cfg.seed, j))
+        rows.append(_toy_row(name, float(s), model, tm, ta, scale, cfg.toy_scan_points))
+    res["toys"] = rows
+    allw = np.concatenate([r["_full_widths"] for r in rows])
+    allc = np.concatenate([r["_contains"] for r in rows])
+    res["toy_coverage"] = float(allc.mean())
+    res["toy_mean_width"] = float(allw.mean() / 2) if len(allw) else math.nan
+    res["score"] = challenge_score(float(allw.mean()) if len(allw) else math.nan, float(allc.mean()), len(allc))
+    res["measure_s"] = time.perf_counter() - t0
+    log(f"  measured {name:<18} sigma(mu) = {width:.4f} (Hessian {sigma_h:.4f}, stat only {sigma_stat:.4f}); "
+        f"toys: coverage {res['toy_coverage']:.3f}, mean width {res['toy_mean_width']:.4f}, score {res['score']:.3f} "
+        f"({res['measure_s']:.0f} s)", flush=True)
+    return res
+
+
+def _toy_row(name: str, shift: float, model, main: torch.Tensor, aux: torch.Tensor, scale: float,
+             points: int) -> Dict[str, Any]:
+    """Per pseudo-experiment: the global fit, a profile scan over 1 +- 5 ``scale`` (true mu = 1
+    at its centre), the 68% interval (Delta NLL = 0.5 on a spline of the scan), whether it
+    holds mu = 1 (Delta NLL at mu = 1 <= 0.5: exact, no interpolation) and its width."""
+    f = fit(model, main, aux, on_fail="ignore")
+    mu, pr = _scan(model, main, aux, 1.0, 5.0 * scale, points)
+    mid = points // 2
+    nll = pr.nll.numpy()
+    ok = f.converged.numpy() & pr.converged.numpy()[:, mid] & np.isfinite(nll).all(1)
+    dnll = nll[:, mid] - np.minimum(f.nll.numpy(), np.nanmin(nll, 1))
+    contains = dnll[ok] <= 0.5
+    iv = _intervals(nll[ok], mu)
+    good = np.isfinite(iv).all(1)
+    widths = iv[good, 1] - iv[good, 0]
+    n_ok = int(ok.sum())
+    cov = float(contains.mean()) if n_ok else math.nan
+    mu_hat = f.poi.numpy()[ok]
+    return dict(summary=name, shift=shift, coverage=cov,
+                coverage_error=math.sqrt(max(cov * (1 - cov), 1e-12) / n_ok) if n_ok else math.nan,
+                n_toys=n_ok, n_failed=int(len(ok) - n_ok), n_interval_outside_scan=int((~good).sum()),
+                mean_width=float(widths.mean() / 2) if len(widths) else math.nan,
+                mu_hat_mean=float(mu_hat.mean()) if n_ok else math.nan,
+                mu_hat_std=float(mu_hat.std()) if n_ok else math.nan,
+                _full_widths=widths, _contains=contains)
+
+
+def truth_counts(model, summary: nn.Module, prob, shift: float, truth: str = "model") -> torch.Tensor:
+    """Expected counts of every bin of ``model`` with the tau energy scale truly at ``shift``
+    standard deviations (everything else nominal).
+
+    ``truth='model'``: the model's own prediction, ``model.expected`` at ``tes = shift`` (the
+    histosys interpolation, linear beyond +-1), negative counts (a template extrapolated
+    below 0 in a nearly empty bin) set to 0. ``truth='exact'``: the events themselves moved
+    by the exact transform (:class:`~inferno.benchmarks.htautau.EnergyScale`) and binned
+    again, in the signal region (``summary`` on the test events) and the control region (all
+    events): what the detector would give, so that the interpolation's accuracy is tested too.
+    """
+    if truth not in ("model", "exact"):
+        raise ValueError(f"truth must be 'model' or 'exact', got {truth!r}")
+    if shift == 0 or truth == "model":
+        return model.expected(model.params(tes=shift) if shift != 0 else model.init).clamp_min(0.0)
+    from .analysis import control_region_model
+
+    nu = model.expected(model.init).clone()
+    es = hb.EnergyScale("tau")
+    ev = prob.events
+    with torch.no_grad():
+        prim = es(torch.from_numpy(ev["primary"]), shift)
+        moved = dict(ev, primary=prim.numpy(), features=hb.features(prim).numpy())
+        cr = control_region_model(moved, systematics=(), free_ttbar=prob.free_ttbar)
+        nu[model.channel_bins["control"]] = cr.expected(cr.init)
+        te = prob.test
+        x = es(torch.from_numpy(te["primary"]), shift)
+        from ..templates import hard_bins
+        bins = hard_bins(summary, x).numpy()
+        sl = model.channel_bins["signal"]
+        n = sl.stop - sl.start
+        sr = np.zeros(n)
+        for name, p in hb.PROCESSES.items():
+            m = te["label"] == p.label
+            w = te["weight"][m]
+            sr += prob.sr_yields[name] / w.sum() * np.bincount(bins[m], weights=w, minlength=n)
+        nu[sl] = torch.as_tensor(sr)
+    return nu.clamp_min(0.0)
+
+
+def pseudo_data(model, nu: torch.Tensor, n_toys: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n_toys`` pseudo-experiments: main counts Poisson about ``nu``; every auxiliary datum
+    Gaussian about its *nominal* value (the auxiliary measurements are not told of the true
+    shift: a shifted nuisance is then a measurement that is off by the shift)."""
+    g = torch.Generator().manual_seed(int(seed))
+    main = torch.poisson(nu.expand(n_toys, -1).contiguous(), generator=g)
+    aux = model.aux_nominal.expand(n_toys, -1).clone()
+    for col, k in enumerate(model._aux_params):
+        par = model.parameters[k]
+        if par.constraint != "normal":
+            raise ValueError(f"parameter {par.name!r} has a {par.constraint!r} constraint: only Gaussian ones are "
+                             "fluctuated here")
+        aux[:, col] = aux[:, col] + par.sigma * torch.randn(n_toys, dtype=aux.dtype, generator=g)
+    return main, aux
+
+
+def _train_seed(seed: int, model: str) -> int:
+    """The seed of the network initialisation and the batch shuffling of ``model``."""
+    return 10 * int(seed) + MODELS.index(model)
+
+
+def _toy_seed(seed: int, j: int) -> int:
+    return int(np.random.SeedSequence([int(seed), 0x70F5, j]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- reporting
+def results_table(results: Dict[str, Dict[str, Any]]):
+    """Per-summary rows (pandas) and per-summary-and-shift rows."""
+    import pandas as pd
+
+    rows, cov = [], []
+    for name, r in results.items():
+        row = dict(summary=name, label=LABELS[name], n_bins=r["n_bins"], width=r["width"],
+                   sigma_hessian=r["sigma_hessian"], sigma_stat=r["sigma_stat"])
+        for t in r["toys"]:
+            row[f"coverage_tes{t['shift']:+g}"] = t["coverage"]
+        row.update(toy_coverage=r["toy_coverage"], toy_mean_width=r["toy_mean_width"], score=r["score"])
+        rows.append(row)
+        cov += [{k: v for k, v in t.items() if not k.startswith("_")} for t in r["toys"]]
+    return pd.DataFrame(rows), pd.DataFrame(cov)
+
+
+def results_markdown(tab, cov, meta: Dict[str, Any]) -> str:
+    shifts = sorted(set(cov["shift"])) if len(cov) else []
+    lines = ["# inferno-bench: BCE vs multiclass vs INFERNO on the H -> tau tau-like benchmark", "",
+             "Expected uncertainty of the signal strength mu (true mu = 1): the half width of the 68% "
+             "profile-likelihood interval on Asimov data with every nuisance profiled (sigma), the Hessian "
+             "uncertainty and the statistics-only one (nuisances fixed); then pseudo-experiments with the tau "
+             "energy scale truly shifted by the given standard deviations while its auxiliary measurement stays "
+             "at the nominal value: coverage of the 68% interval per shift, over all shifts, the mean half "
+             "width, and the HiggsML uncertainty challenge's score -ln((mean full width + 1e-3) f(coverage)) "
+             "(higher is better).", "",
+             "| summary | bins | sigma (Asimov) | Hessian | stat. only | "
+             + " | ".join(f"coverage TES {s:+g}" for s in shifts) + " | coverage (all) | mean width | score |",
+             "|---|---|---|---|---|" + "---|" * len(shifts) + "---|---|---|"]
+    for _, r in tab.iterrows():
+        cells = [r["label"], str(int(r["n_bins"])), f"{r['width']:.4f}", f"{r['sigma_hessian']:.4f}",
+                 f"{r['sigma_stat']:.4f}"]
+        cells += [f"{r[f'coverage_tes{s:+g}']:.3f}" for s in shifts]
+        cells += [f"{r['toy_coverage']:.3f}", f"{r['toy_mean_width']:.4f}", f"{r['score']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = int(cov["n_toys"].iloc[0]) if len(cov) else 0
+    lines += ["", f"Coverage: {n} pseudo-experiments per summary and shift (binomial error "
+              f"{math.sqrt(ONE_SIGMA * (1 - ONE_SIGMA) / max(n, 1)):.3f} at 68%).", "",
+              "## Run", "",
+              f"- command: `{meta['command']}`",
+              f"- seed: {meta['seed']}",
+              f"- inferno {meta['inferno_version']} (commit {meta['git_commit']}), torch {meta['torch_version']}, "
+              f"numpy {meta['numpy_version']}, python {meta['python']}",
+              f"- wall time: {meta['wall_s'] / 60:.1f} min on {meta['machine']} (torch threads: {meta['threads']})",
+              "- training: " + ", ".join(f"{k} {v['train_s']:.0f} s (best epoch {v['best_epoch']})"
+                                          for k, v in meta["training"].items()),
+              f"- settings: {json.dumps(meta['config'])}", ""]
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def fig_features(events: Dict[str, np.ndarray], which: str, path: Path) -> None:
+    """Distributions of the features the tau (jet) energy scale moves, for the signal and
+    Z -> tau tau at nominal and +-1 sigma, with the ratio to nominal."""
+    plt = _plt()
+    obj = "tau" if which == "tes" else "jet"
+    feats = list(hb.FEATURE_DEPENDENCE[which])[:6]
+    es = hb.EnergyScale(obj)
+    prim = torch.from_numpy(events["primary"])
+    with torch.no_grad():
+        var = {a: (events["features"] if a == 0 else hb.features(es(prim, float(a))).numpy()) for a in (-1, 0, 1)}
+    fig = plt.figure(figsize=(13, 8.5))
+    gs = fig.add_gridspec(5, 3, height_ratios=[3, 1, 0.9, 3, 1], hspace=0.08, wspace=0.25)
+    procs = [("htautau", "tab:red"), ("ztautau", "tab:blue")]
+    for i, feat in enumerate(feats):
+        r, c = 3 * (i // 3), i % 3
+        ax, axr = fig.add_subplot(gs[r, c]), fig.add_subplot(gs[r + 1, c])
+        j = hb.FEATURES.index(feat)
+        x0 = var[0][:, j]
+        lo, hi = np.quantile(x0, [0.005, 0.99])
+        edges = np.linspace(lo, hi, 31)
+        for proc, col in procs:
+            m = events["label"] == hb.LABELS[proc]
+            w = events["weight"][m]
+            h = {a: np.histogram(np.clip(var[a][m, j], lo, hi), edges, weights=w)[0] for a in (-1, 0, 1)}
+            norm = h[0].sum()
+            ax.stairs(h[0] / norm, edges, color=col, lw=1.8, label=f"{proc}")
+            ax.stairs(h[1] / norm, edges, color=col, lw=1, ls="--", label=f"{proc} +1$\\sigma$")
+            ax.stairs(h[-1] / norm, edges, color=col, lw=1, ls=":", label=f"{proc} -1$\\sigma$")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                axr.stairs(np.where(h[0] > 0, h[1] / h[0], np.nan), edges, color=col, ls="--")
+                axr.stairs(np.where(h[0] > 0, h[-1] / h[0], np.nan), edges, color=col, ls=":")
+        axr.axhline(1, color="grey", lw=0.8)
+        axr.set_ylim(0.8, 1.2)
+        ax.set_xticklabels([])
+        axr.set_xlabel(feat)
+        if i == 0:
+            ax.legend(fontsize=7)
+            ax.set_ylabel("fraction")
+            axr.set_ylabel("var./nom.")
+    title = ("tau energy scale (3% per sigma)" if which == "tes" else "jet energy scale (4% per sigma)")
+    fig.suptitle(f"Signal-region features moved by the {title}: exact transform of the primary objects")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def fig_templates(name: str, model, path: Path) -> None:
+    """The learned channel of a summary: stacked expected counts, and each process's template
+    with its tau energy scale (and, for ttbar, modelling) variations."""
+    plt = _plt()
+    sl = model.channel_bins["signal"]
+    samples = [s for ch, s in model.samples if ch == "signal"]
+    idx = [i for i, (ch, _) in enumerate(model.samples) if ch == "signal"]
+
+    def counts(**p):
+        return model.expected_by_sample(model.params(**p)).numpy()[idx][:, sl]
+
+    nom = counts()
+    n = nom.shape[1]
+    edges = np.arange(n + 1)
+    fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 3.8))
+    bottom = np.zeros(n)
+    for i, s in enumerate(samples):
+        axes[0].bar(edges[:-1], nom[i], bottom=bottom, width=1, align="edge", label=s, alpha=0.8)
+        bottom += nom[i]
+    axes[0].set_yscale("log")
+    axes[0].set_title(f"{LABELS[name]}: expected counts")
+    axes[0].set_xlabel("bin")
+    axes[0].legend(fontsize=7)
+    has = set(model.names)
+    for i, s in enumerate(samples):
+        ax = axes[i + 1]
+        ax.stairs(nom[i], edges, color="black", lw=1.8, label="nominal")
+        for par, col in (("tes", "tab:red"), ("ttbar_model", "tab:green")):
+            if par not in has or (par == "ttbar_model" and s != "ttbar"):
+                continue
+            ax.stairs(counts(**{par: 1.0})[i], edges, color=col, ls="--", label=f"{par} +1")
+            ax.stairs(counts(**{par: -1.0})[i], edges, color=col, ls=":", label=f"{par} -1")
+        ax.set_title(s)
+        ax.set_xlabel("bin")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_profiles(results: Dict[str, Dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    widths = sorted(r["width"] for r in results.values() if math.isfinite(r["width"]))
+    for ax in axes:
+        for name, r in results.items():
+            mu, nll = (np.asarray(v, dtype=float) for v in r["scan"])
+            ax.plot(mu, nll - np.nanmin(nll), label=f"{LABELS[name]} ($\\sigma$ = {r['width']:.3f})")
+        ax.axhline(0.5, color="grey", ls="--", lw=1)
+        ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set_ylim(0, 3)
+        ax.set_xlabel(r"signal strength $\mu$")
+        ax.set_ylabel(r"$\Delta$NLL (profiled, Asimov)")
+    if widths:
+        axes[1].set_xlim(1 - 3 * widths[0], 1 + 3 * widths[0])
+    axes[0].set_title("Profile likelihood of $\\mu$, all nuisances profiled")
+    axes[1].set_title("zoom: +-3 sigma of the narrowest")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_coverage(cov, path: Path) -> None:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (name, sub) in enumerate(cov.groupby("summary", sort=False)):
+        sub = sub.sort_values("shift")
+        a1.errorbar(sub["shift"] + 0.04 * (i - 1.5), sub["coverage"], yerr=sub["coverage_error"], marker="o",
+                    ms=4, capsize=2, label=LABELS[name])
+        a2.plot(sub["shift"], sub["mean_width"], marker="o", ms=4, label=LABELS[name])
+    n = int(cov["n_toys"].max()) if len(cov) else 1
+    s = math.sqrt(ONE_SIGMA * (1 - ONE_SIGMA) / max(n, 1))
+    a1.axhspan(ONE_SIGMA - 2 * s, ONE_SIGMA + 2 * s, color="grey", alpha=0.2, label="68.3% $\\pm 2\\sigma_{68}$")
+    a1.axhline(ONE_SIGMA, color="grey", lw=1)
+    a1.set_xlabel("true tau energy scale (standard deviations; auxiliary measurement at 0)")
+    a1.set_ylabel("coverage of the 68% interval")
+    a1.legend(fontsize=8)
+    a2.set_xlabel("true tau energy scale (standard deviations)")
+    a2.set_ylabel(r"mean half width of the interval of $\mu$")
+    a2.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_training(trained: Dict[str, Dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(trained), figsize=(4.5 * len(trained), 3.6), squeeze=False)
+    for ax, (name, t) in zip(axes[0], trained.items()):
+        h = t["history"]
+        ax.plot(np.arange(1, len(h["train"]) + 1), h["train"], ls="--", label="training")
+        ax.plot(np.arange(1, len(h["valid"]) + 1), h["valid"], label="validation")
+        ax.axvline(t["best_epoch"], color="grey", ls=":", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("INFERNO loss (var. of mu)" if name == "inferno" else "weighted cross-entropy")
+        if name == "inferno":
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+def run(cfg: BenchConfig, log: Callable = print, command: Optional[str] = None) -> Dict[str, Any]:
+    """Run the benchmark described by ``cfg`` (validated first); writes the outputs and returns
+    ``table``, ``coverage`` (pandas), ``results`` (per summary, with its ``model``), ``meta``,
+    ``out``.
+
+    Raises:
+        ValueError: an invalid configuration (before anything is written).
+    """
+    problems = validate(cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, log, command)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    log(f"inferno-bench: {cfg.n_events} events per sample, models {','.join(cfg.models)}, "
+        f"{cfg.epochs}/{cfg.inferno_epochs} epochs, {cfg.toys} toys x {len(cfg.shifts)} shifts -> {out}", flush=True)
+    ss = np.random.SeedSequence(cfg.seed).spawn(2)
+    events = hb.generate(cfg.n_events, seed=ss[0])
+    test_events = hb.generate(cfg.n_test, seed=ss[1])
+    prob = prepare(events, test_events, seed=cfg.seed, fractions=cfg.fractions, systematics=cfg.systematics,
+                   mc_stat=cfg.mc_stat)
+    log(f"  {len(events['label'])} + {len(test_events['label'])} events generated; signal region: training "
+        f"{len(prob.train['label'])}, validation {len(prob.valid['label'])}, test (templates) "
+        f"{len(prob.test['label'])}; control region {len(prob.control['label'])} "
+        f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    trained = {m: train(m, prob, cfg, log) for m in cfg.models}
+    summaries = make_summaries(trained, prob, cfg)
+    results = {name: measure(name, s, prob, cfg, log) for name, s in summaries.items()}
+    tab, cov = results_table(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "workspaces").mkdir(exist_ok=True)
+    for name, r in results.items():
+        spec = r["model"].to_pyhf(r["asimov"], measurement_name=f"htautau_{name}")
+        (out / "workspaces" / f"{name}.json").write_text(json.dumps(spec, indent=1))
+    figs: List[str] = []
+    if cfg.figures:
+        for which in ("tes", "jes"):
+            if which in cfg.systematics:
+                fig_features(prob.test, which, out / f"features_{which}.png")
+                figs.append(f"features_{which}.png")
+        for name, r in results.items():
+            fig_templates(name, r["model"], out / f"templates_{name}.png")
+            figs.append(f"templates_{name}.png")
+        fig_profiles(results, out / "profiles.png")
+        fig_coverage(cov, out / "coverage_vs_tes.png")
+        fig_training(trained, out / "training.png")
+        figs += ["profiles.png", "coverage_vs_tes.png", "training.png"]
+    seeds = dict(events=f"SeedSequence({cfg.seed}).spawn(2)[0]", template_events=f"SeedSequence({cfg.seed}).spawn(2)[1]",
+                 split=cfg.seed, training={m: _train_seed(cfg.seed, m) for m in cfg.models},
+                 toys={f"{s:g}": _toy_seed(cfg.seed, j) for j, s in enumerate(cfg.shifts)})
+    meta = dict(command=command or f"run({cfg!r})", seed=cfg.seed, seeds=seeds, inferno_version=__version__,
+                torch_version=torch.__version__, numpy_version=np.__version__, python=platform.python_version(),
+                git_commit=_git_commit(), machine=f"{platform.machine()}, {os.cpu_count()} cores",
+                threads=cfg.threads, wall_s=time.perf_counter() - t0, config=asdict(cfg), figures=figs,
+                training={k: dict(train_s=v["train_s"], best_epoch=v["best_epoch"], best_loss=v["best_loss"],
+                                  history=v["history"]) for k, v in trained.items()},
+                measure_s={k: r["measure_s"] for k, r in results.items()},
+                sr_yields=prob.sr_yields, n_test=prob.n_test,
+                parameters=results[next(iter(results))]["model"].names if results else [])
+    tab.to_csv(out / "results.csv", index=False, float_format="%.5g")
+    cov.to_csv(out / "coverage.csv", index=False, float_format="%.5g")
+    md = results_markdown(tab, cov, meta)
+    (out / "results.md").write_text(md)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    log(md)
+    return dict(table=tab, coverage=cov, results=results, meta=meta, out=out, trained=trained, problem=prob)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point ``inferno-bench``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    cfg = parse_args(args)
+    run(cfg, command=" ".join(["inferno-bench", *args]))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The benchmark command (inferno-bench) and the analysis of the H -> tau tau-like benchmark:
+end to end at tiny sizes (every summary trains, every width is finite, coverage in [0, 1], the
+pyhf workspaces validate and give the same likelihood), argument errors before anything is
+written, reproducibility, and the pieces (analysis, stratified batches, bin merging, score)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from inferno.benchmarks import analysis as ba
+from inferno.benchmarks import htautau as hb
+from inferno.benchmarks import run as br
+from inferno.benchmarks.run import BenchConfig, parse_args, run
+from inferno.likelihood import from_pyhf, profile
+
+TINY = dict(seed=3, n_events=3000, n_test=6000, epochs=2, inferno_epochs=2, bs=1000, bins=4, hidden=16, toys=20,
+            shifts=(-2.0, 0.0, 2.0), scan_points=21, toy_scan_points=15)
+SUMMARIES = ["bce", "multiclass", "multiclass_argmax", "inferno"]
+
+
+def _quiet(*a, **k):
+    pass
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(out=str(out), **TINY)
+    return run(cfg, log=_quiet), cfg
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_end_to_end_outputs(tiny_run):
+    res, cfg = tiny_run
+    out = res["out"]
+    figures = ["features_tes.png", "features_jes.png", "profiles.png", "coverage_vs_tes.png", "training.png"]
+    figures += [f"templates_{s}.png" for s in SUMMARIES]
+    for name in ["results.md", "results.csv", "coverage.csv", "meta.json", *figures,
+                 *[f"workspaces/{s}.json" for s in SUMMARIES]]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    tab = pd.read_csv(out / "results.csv")
+    assert list(tab["summary"]) == SUMMARIES
+    for col in ("width", "sigma_hessian", "sigma_stat", "toy_mean_width", "score"):
+        assert np.all(np.isfinite(tab[col])), col
+    assert np.all(tab["width"] > 0)
+    # profiling the nuisances can only widen the interval
+    assert np.all(tab["sigma_stat"] <= tab["sigma_hessian"] * (1 + 1e-6))
+    # the scan's half width and the Hessian uncertainty agree (a near-parabolic profile)
+    np.testing.assert_allclose(tab["width"], tab["sigma_hessian"], rtol=0.1)
+    cov = pd.read_csv(out / "coverage.csv")
+    assert len(cov) == len(SUMMARIES) * len(cfg.shifts)
+    assert set(cov["shift"]) == set(cfg.shifts)
+    assert cov["coverage"].between(0, 1).all() and tab["toy_coverage"].between(0, 1).all()
+    assert (cov["n_toys"] + cov["n_failed"] == cfg.toys).all() and (cov["n_toys"] > 0).all()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == cfg.seed and meta["wall_s"] > 0 and meta["config"]["toys"] == cfg.toys
+    assert set(meta["training"]) == {"bce", "multiclass", "inferno"}
+    for m, t in meta["training"].items():
+        assert len(t["history"]["valid"]) == (cfg.inferno_epochs if m == "inferno" else cfg.epochs)
+        assert all(math.isfinite(v) for v in t["history"]["train"])
+    md = (out / "results.md").read_text()
+    assert "| INFERNO |" in md and "| BCE classifier |" in md and "score" in md
+
+
+def test_every_summary_is_a_model_of_the_analysis(tiny_run):
+    res, cfg = tiny_run
+    names = None
+    for s in SUMMARIES:
+        r = res["results"][s]
+        model = r["model"]
+        assert model.channel_names == ["control", "signal"]
+        assert model.poi_names == ["mu"]
+        sl = model.channel_bins["signal"]
+        assert sl.stop - sl.start == r["n_bins"] >= 2
+        assert r["n_bins"] <= (4 if s == "multiclass_argmax" else cfg.bins)
+        # every bin has positive expected counts, and Asimov data are the expectation
+        assert bool((model.expected(model.init) > 0).all())
+        torch.testing.assert_close(r["asimov"], model.expected(model.init))
+        # every systematic is a parameter (the rates, the shapes, the MC statistics)
+        expected = {"mu", "mu_ttbar", "lumi", "norm_ztautau", "norm_diboson", "tes", "jes", "tau_id", "ttbar_model"}
+        assert expected <= set(model.names)
+        assert any(n.startswith("mc_stat_signal[") for n in model.names)
+        assert any(n.startswith("mc_stat_control[") for n in model.names)
+        names = model.names if names is None else names
+
+
+def test_workspaces_validate_in_pyhf_and_give_the_same_likelihood(tiny_run):
+    pyhf = pytest.importorskip("pyhf")
+    res, _ = tiny_run
+    for s in SUMMARIES:
+        spec = json.loads((res["out"] / "workspaces" / f"{s}.json").read_text())
+        ws = pyhf.Workspace(spec)  # validates against pyhf's schema
+        model = res["results"][s]["model"]
+        back, observed = from_pyhf(spec)
+        torch.testing.assert_close(observed, res["results"][s]["asimov"])
+        # the same profile curve of mu (parameters in any order)
+        mu = np.linspace(0.5, 1.5, 7)
+        ours = profile(model, res["results"][s]["asimov"], mu).nll
+        theirs = profile(back, observed, mu).nll
+        torch.testing.assert_close(theirs - theirs.min(), ours - ours.min(), atol=1e-6, rtol=1e-6)
+        # and pyhf's own NLL at the nominal parameters
+        pm = ws.model(modifier_settings={"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}})
+        pars = pm.config.suggested_init()
+        nll_pyhf = -float(np.asarray(pm.logpdf(pyhf.tensorlib.astensor(pars), ws.data(pm)))[0])
+        assert nll_pyhf == pytest.approx(float(back.nll(back.init, observed)), rel=1e-9, abs=1e-7)
+
+
+def test_same_seed_same_numbers(tiny_run, tmp_path):
+    res, cfg = tiny_run
+    again = run(BenchConfig(out=str(tmp_path / "again"), figures=False, **TINY), log=_quiet)
+    cols = ["width", "sigma_hessian", "sigma_stat", "toy_coverage", "toy_mean_width", "score"]
+    pd.testing.assert_frame_equal(again["table"][cols], res["table"][cols])
+    assert again["meta"]["training"]["inferno"]["history"] == res["meta"]["training"]["inferno"]["history"]
+
+
+# ----------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize("args, message", [
+    (["--models", "bce,svm"], "unknown model"),
+    (["--models", "bce,bce"], "more than once"),
+    (["--n-events", "10"], "--n-events"),
+    (["--n-test", "-5"], "--n-test"),
+    (["--fractions", "0.5,0.6"], "--fractions"),
+    (["--fractions", "a,b"], "--fractions"),
+    (["--bins", "1"], "--bins"),
+    (["--toys", "0"], "--toys"),
+    (["--shifts", "1,1"], "--shifts"),
+    (["--shifts", "9"], "--shifts"),
+    (["--systematics", "tes,bogus"], "unknown systematics"),
+    (["--systematics", "none", "--shifts", "1"], "need the tes systematic"),
+    (["--scan-points", "8"], "--scan-points"),
+    (["--lr", "-1"], "--lr"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_argument_errors_before_anything_is_written(args, message, tmp_path, capsys):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as e:
+        parse_args([*args, "--out", str(out)])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unwritable_output_and_invalid_config(tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    with pytest.raises(SystemExit):
+        parse_args(["--out", str(f / "sub")])
+    assert "not writable" in capsys.readouterr().err
+    # run() validates too, before anything is generated or written
+    out = tmp_path / "none"
+    with pytest.raises(ValueError, match="--bins"):
+        run(BenchConfig(bins=1, out=str(out)), log=_quiet)
+    assert not out.exists()
+
+
+def test_quick_defaults_and_entry_point(capsys):
+    cfg = parse_args(["--quick"])
+    assert cfg.quick and cfg.n_events == 30_000 and cfg.n_test == 100_000 and cfg.toys == 100
+    assert cfg.out.endswith("quick")
+    full = parse_args([])
+    assert full.n_events > cfg.n_events and full.toys > cfg.toys and full.out == "docs/benchmark"
+    assert parse_args(["--quick", "--toys", "7"]).toys == 7
+    assert parse_args(["--systematics", "none", "--shifts", "0"]).systematics == ()
+    with pytest.raises(SystemExit) as e:
+        br.main(["--help"])
+    assert e.value.code == 0
+    assert "inferno-bench" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- pieces
+def test_challenge_score():
+    n = 1000
+    s68 = math.sqrt(0.6827 * 0.3173 / n)
+    assert br.coverage_penalty(0.6827, n) == 1.0
+    assert br.coverage_penalty(0.6827 - 1.9 * s68, n) == 1.0
+    assert br.coverage_penalty(0.6827 - 3 * s68, n) == pytest.approx(2.0)  # (1 sigma below the band)^4 + 1
+    assert br.coverage_penalty(0.6827 + 4 * s68, n) == pytest.approx(9.0)  # (2 sigma above)^3 + 1
+    assert br.challenge_score(0.2, 0.6827, n) == pytest.approx(-math.log(0.201))
+    # narrower is better; under-coverage is penalised
+    assert br.challenge_score(0.1, 0.68, n) > br.challenge_score(0.2, 0.68, n) > br.challenge_score(0.2, 0.5, n)
+    assert math.isnan(br.challenge_score(math.nan, 0.68, n))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return ba.prepare(hb.generate(2500, seed=5), hb.generate(4000, seed=6), seed=5, mc_stat=True)
+
+
+def test_analysis_structure(problem):
+    a = problem.analysis
+    assert [p.name for p in a.processes] == list(hb.PROCESSES)
+    assert a.pois == ["mu"] and a.channel == "signal" and a.mc_stat
+    assert [n.name for n in a.nuisances] == list(ba.SYSTEMATICS)
+    assert a.targets["ttbar_model"] == ["ttbar"] and a.targets["tes"] == list(hb.PROCESSES)
+    # the signal region holds almost all but the ttbar (its control region holds 87% of it)
+    total = hb.expected_yields()
+    for k, y in problem.sr_yields.items():
+        frac = y / total[k]
+        assert (0.05 < frac < 0.3) if k == "ttbar" else frac > 0.95, (k, frac)
+    # no event is in both regions, and the test sample is the template events' signal region
+    assert not hb.control_region(problem.test["features"]).any()
+    assert hb.control_region(problem.control["features"]).all()
+    assert problem.n_test == {k: int((problem.test["label"] == p.label).sum()) for k, p in hb.PROCESSES.items()}
+    cr = a.fixed
+    assert cr.channel_names == ["control"] and "mu_ttbar" in cr.names
+    names = [s for _, s in cr.samples]
+    assert "ttbar" in names and "diboson" not in names  # the diboson has a few events there: pruned
+    # a training batch gives a finite, differentiable INFERNO loss
+    from inferno.loss import inferno_loss
+    ds = ba.to_dataset(problem.train)
+    assert set(ds.extras) == set(ba.WEIGHT_EXTRAS)
+    torch.manual_seed(0)
+    net = br.build_net("inferno", hb.FeatureLayer.fit(problem.train["primary"]), BenchConfig(bins=4, hidden=8))
+    loss = inferno_loss(a, net, ds.x, ds.y[:, 0].long(), ds.w[:, 0], weights=ds.extras)
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+
+
+def test_analysis_options(problem):
+    ev = problem.events
+    a = ba.htautau_analysis(ev, systematics=("tes",), free_ttbar=False, control=False)
+    assert a.fixed is None and [n.name for n in a.nuisances] == ["tes"]
+    assert "mu_ttbar" not in a.names and "norm_ttbar" in a.names
+    with pytest.raises(ValueError, match="unknown systematics"):
+        ba.htautau_analysis(ev, systematics=("pdf",))
+    with pytest.raises(ValueError, match="n_mc"):
+        ba.htautau_analysis(ev, mc_stat=True)
+    with pytest.raises(ValueError, match="fractions"):
+        ba.split_events(problem.train, (0.5, 0.4))
+
+
+def test_split_events_is_seeded_and_stratified(problem):
+    ev = problem.train
+    a1, b1 = ba.split_events(ev, (0.6, 0.4), seed=1)
+    a2, _ = ba.split_events(ev, (0.6, 0.4), seed=1)
+    a3, _ = ba.split_events(ev, (0.6, 0.4), seed=2)
+    np.testing.assert_array_equal(a1["primary"], a2["primary"])
+    assert not np.array_equal(a1["primary"], a3["primary"])
+    assert len(a1["label"]) + len(b1["label"]) == len(ev["label"])
+    for lab in np.unique(ev["label"]):
+        n = int((ev["label"] == lab).sum())
+        assert int((a1["label"] == lab).sum()) == int(0.6 * n)
+
+
+def test_stratified_loader_puts_every_sample_in_every_batch(problem):
+    ds = ba.to_dataset(problem.train)
+    dl = br.StratifiedLoader(ds, 300, shuffle=True, seed=4)
+    labels = set(torch.unique(ds.y).tolist())
+    seen = []
+    for x, y, w, extras in dl:
+        assert set(torch.unique(y).tolist()) == labels
+        assert float(w[y[:, 0] == 3].sum()) > 0  # the diboson's summed weight (negative weights)
+        assert set(extras) == set(ba.WEIGHT_EXTRAS) and len(extras["weight_tau_id_up"]) == len(x)
+        seen.append(x)
+    assert len(seen) == len(dl)
+    assert sum(len(x) for x in seen) == len(ds)  # every event once per epoch
+    first = [x for x, *_ in br.StratifiedLoader(ds, 300, shuffle=True, seed=4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, seen))
+    with pytest.raises(ValueError, match="fewer than"):
+        br.StratifiedLoader(ds, 2, shuffle=True, seed=0)
+
+
+def test_merge_bins():
+    n = 400
+    rng = np.random.default_rng(0)
+    ev = {"primary": rng.random((n, 3)).astype(np.float32), "label": np.repeat([0, 1, 2, 3], n // 4),
+          "weight": np.ones(n)}
+    ev["weight"][300:310] = -5.0  # diboson events with negative weights
+    bins = np.concatenate([np.arange(100) % 5, np.arange(100) % 5, np.arange(100) % 5,
+                           np.where(np.arange(100) < 10, 4, np.arange(100) % 4)])
+
+    class Lookup(torch.nn.Module):
+        def forward(self, x):
+            # bin of each event read off a column that encodes it
+            return torch.nn.functional.one_hot(x[:, 0].long(), 6).float()
+
+    ev["primary"][:, 0] = bins
+    s, groups = br.merge_bins(Lookup(), ev, ordered=True, min_events=5)
+    # bin 5 is empty (joins bin 4), bin 4's diboson is negative (joins bin 3, which has most diboson)
+    assert sorted(sum(groups, [])) == list(range(6))
+    assert any(set(g) >= {4, 5} for g in groups) and any(3 in g and 4 in g for g in groups)
+    out = s(torch.from_numpy(ev["primary"]))
+    assert out.shape[1] == len(groups) and torch.equal(out.sum(1), torch.ones(n))
+    same, g2 = br.merge_bins(Lookup(), {**ev, "weight": np.abs(ev["weight"])}, ordered=False, min_events=0)
+    assert len(g2) == 5  # only the empty bin merged
