@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .likelihood import Channel, HistoSys, Model, Sample, StatError
+from .likelihood.model import finite_vector
 from .likelihood.modifiers import Modifier
 from .plotting import PathLike, _finish, _hep_option, _mplhep, _plt
 
@@ -42,20 +43,6 @@ def _hist():
     except ImportError as e:
         raise ImportError("hist is needed for this: pip install 'inferno[hist]' (or pip install hist)") from e
     return hist
-
-
-def _vec(a: Any, what: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    try:
-        arr = np.array(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be numbers, got {type(a).__name__}") from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what} contains NaN or inf")
-    return arr
 
 
 def to_hist(counts: Any, sumw2: Any = None, edges: Any = None, name: Optional[str] = None,
@@ -77,8 +64,8 @@ def to_hist(counts: Any, sumw2: Any = None, edges: Any = None, name: Optional[st
             length than the bins or not increasing.
     """
     hist = _hist()
-    v = _vec(counts, "counts")
-    var = v.copy() if sumw2 is None else _vec(sumw2, "sumw2")
+    v = finite_vector(counts, "counts")
+    var = v.copy() if sumw2 is None else finite_vector(sumw2, "sumw2")
     if sumw2 is None and (v < 0).any():
         raise ValueError("counts with negative bins need their sumw2 (the variances)")
     if var.shape != v.shape:
@@ -88,7 +75,7 @@ def to_hist(counts: Any, sumw2: Any = None, edges: Any = None, name: Optional[st
     if edges is None:
         ax = hist.axis.Regular(v.size, 0, v.size, name=axis_name, label=axis_label)
     else:
-        e = _vec(edges, "edges")
+        e = finite_vector(edges, "edges")
         if e.size != v.size + 1 or not (np.diff(e) > 0).all():
             raise ValueError(f"edges must be {v.size + 1} increasing numbers for {v.size} bins, got {e.tolist()}")
         ax = hist.axis.Variable(e, name=axis_name, label=axis_label)
@@ -153,7 +140,7 @@ def model_to_hists(model: Model, channel: Optional[str] = None, edges: Any = Non
     ch = _channel(model, channel)
     out: Dict[Key, Any] = {}
     for s in ch.samples:
-        nom = _vec(s.counts, f"sample {s.name!r} counts")
+        nom = finite_vector(s.counts, f"sample {s.name!r} counts")
         var = np.zeros_like(nom)
         for m in s.modifiers:
             if isinstance(m, StatError):
@@ -303,15 +290,15 @@ def plot_channel(model: Model, channel: Optional[str] = None, params: Any = None
     rows = [i for i, (c, _) in enumerate(model.samples) if c == ch.name]
     names = [model.samples[i][1] for i in rows]
     values = [by_sample[i, sl] for i in rows]
-    e = np.arange(nb + 1, dtype=float) if edges is None else _vec(edges, "edges")
+    e = np.arange(nb + 1, dtype=float) if edges is None else finite_vector(edges, "edges")
     if e.size != nb + 1:
         raise ValueError(f"edges must be {nb + 1} numbers for the {nb} bins of channel {ch.name!r}")
     obs = None
     if data is not None:
         if isinstance(data, Mapping):
-            obs = _vec(data[ch.name], f"data of channel {ch.name!r}")
+            obs = finite_vector(data[ch.name], f"data of channel {ch.name!r}")
         else:
-            obs = _vec(data, "data")
+            obs = finite_vector(data, "data")
             obs = obs[sl] if obs.size == model.n_bins and obs.size != nb else obs
         if obs.size != nb:
             raise ValueError(f"data has {obs.size} bins, channel {ch.name!r} has {nb}")

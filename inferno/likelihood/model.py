@@ -59,7 +59,9 @@ _DEFAULTS = {
 _ALPHA = ("normsys", "histosys")  # the two kinds that may share a parameter
 
 
-def _counts(values: Any, what: str) -> np.ndarray:
+def finite_vector(values: Any, what: str) -> np.ndarray:
+    """``values`` (numbers, a numpy array or a tensor) as a non-empty 1-D float64 array of finite
+    numbers; a ValueError naming ``what`` otherwise. Shared by the model and the hist converters."""
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
     try:
@@ -67,7 +69,7 @@ def _counts(values: Any, what: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be numbers, got {type(values).__name__}") from None
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D array of counts, got shape {arr.shape}")
+        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} contains NaN or inf")
     return arr
@@ -163,7 +165,7 @@ class Model:
             nb = None
             for s in ch.samples:
                 where = f"channel {ch.name!r}, sample {s.name!r}"
-                counts = _counts(s.counts, f"{where}: counts")
+                counts = finite_vector(s.counts, f"{where}: counts")
                 if nb is None:
                     nb = counts.size
                 elif counts.size != nb:
