@@ -354,3 +354,29 @@ def test_learned_channel_replaces_a_channel_of_an_existing_workspace():
     assert float(loss) == pytest.approx(ref, rel=1e-9)
     with pytest.raises(ValueError, match="replace='XR' is not a channel"):
         Analysis(processes, poi="mu", fixed=fixed, replace="XR")
+
+
+def test_negative_clip_floors_a_process_histogram_per_bin():
+    """negative='clip': the batch of the negative-bin test trains instead of raising, the
+    process's negative bin is floored, the others are untouched."""
+    analysis = Analysis([Process("signal", 1, 20.0, [NormFactor("mu")]), Process("bkg", 0, 200.0)], poi="mu",
+                        negative="clip")
+    strict = Analysis(analysis.processes, poi="mu")
+    net = _net(n_bins=4)
+    x, lab = _events(800, seed=5, labels=(0, 1))
+    w = torch.ones(len(x), dtype=F64)
+    with torch.no_grad():
+        y = net(x)
+    b = y.argmax(1)
+    target = int(b[lab == 0].mode().values)
+    inside = (lab == 0) & (b == target)
+    others = (lab == 0) & ~inside
+    A, C = float(y[inside, target].sum()), float((w[others] * y[others, target]).sum())
+    upper = float(w[others].sum()) / int(inside.sum())
+    w[inside] = -0.5 * (C / A + upper)
+    with pytest.raises(ValueError, match="expected count"):
+        inferno_loss(strict, net, x, lab, w)
+    loss, fisher, _ = inferno_loss(analysis, net, x, lab, w, return_fisher=True)
+    assert torch.isfinite(loss) and float(loss) > 0
+    with pytest.raises(ValueError, match="negative must be"):
+        Analysis(analysis.processes, poi="mu", negative="ignore")

@@ -311,7 +311,8 @@ def htautau_analysis(events: Mapping[str, np.ndarray], systematics: Sequence[str
             nuis.append(AltSampleNuisance("ttbar_model", c.labels["ttbar_up"], c.labels["ttbar_down"], on="ttbar"))
     fixed = control_region_model(events, syst, mc_stat=mc_stat, free_ttbar=free_ttbar) if control else None
     params = {"lumi": {"sigma": c.lumi_uncertainty}, "mu": {"bounds": POI_BOUNDS}}
-    return Analysis(procs, nuis, poi="mu", fixed=fixed, channel="signal", mc_stat=mc_stat, loss=loss,
+    # the diboson's ~13% negative weights, ~20 events per batch: its batch histograms can dip below 0
+    return Analysis(procs, nuis, poi="mu", fixed=fixed, channel="signal", mc_stat=mc_stat, loss=loss, negative="clip",
                     parameters=params)
 
 

@@ -106,6 +106,11 @@ class Analysis:
         parameters: settings of the learned channel's parameters (as
             :class:`~inferno.likelihood.Model`'s), e.g. ``{"lumi": {"sigma": 0.02}}``.
         eps: floor of the soft histograms, :math:`\tilde f = (f + \epsilon)/(1 + n\epsilon)`.
+        negative: what a batch whose negative weights drive a bin's expected count to 0 or
+            below does: ``'raise'`` (a ValueError naming the bin and the process), or
+            ``'clip'``: every process's soft histogram is floored per bin at its ``eps``
+            share (for processes with few MC events and many negative weights, whose batch
+            histograms fluctuate below zero; the floor biases them slightly upwards).
 
     Raises:
         ValueError: naming the process, nuisance or parameter at fault.
@@ -115,7 +120,7 @@ class Analysis:
                  poi: Union[str, Sequence[str]] = "mu", fixed: Optional[Model] = None,
                  replace: Optional[str] = None, channel: str = "learned", mc_stat: bool = False,
                  loss: str = "variance", parameters: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                 eps: float = 1e-7):
+                 eps: float = 1e-7, negative: str = "raise"):
         self.processes: List[Process] = list(processes)
         if len(self.processes) < 1:
             raise ValueError("an Analysis needs at least one process")
@@ -151,6 +156,9 @@ class Analysis:
             if missing:
                 raise ValueError(f"mc_stat needs the number of simulated training events of every process: "
                                  f"n_mc is missing for {missing}")
+        if negative not in ("raise", "clip"):
+            raise ValueError(f"negative must be 'raise' or 'clip', got {negative!r}")
+        self.negative = negative
         self.eps = float(eps)
         if not (math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"eps (the bin floor) must be finite and >= 0, got {eps}")

@@ -156,7 +156,10 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
                              "be > 0 (negative weights are allowed, but not a non-positive total)")
         sumw[p.name] = sw
         scale[p.name] = p.expected * c / sw  # counts per unit of weighted output
-        nominal.append(p.expected * c * (weighted_sum(r, yd[r], wd) / sw + analysis.eps))
+        nom_p = p.expected * c * (weighted_sum(r, yd[r], wd) / sw + analysis.eps)
+        if analysis.negative == "clip":  # a process's negative-weight fluctuation floored per bin
+            nom_p = nom_p.clamp_min(p.expected * c * analysis.eps)
+        nominal.append(nom_p)
     nom = torch.stack(nominal)  # (n_processes, n_bins)
     # the derivative templates of the histosys terms, in counts per unit of the parameter
     shifts: List[Tensor] = []
