@@ -97,7 +97,7 @@ import torch
 from torch import Tensor
 
 from . import interpolation as interp
-from .model import DTYPE, Channel, Model, Sample
+from .model import _ALPHA, _DEFAULTS, DTYPE, Channel, Model, Sample
 from .modifiers import HistoSys, Lumi, Modifier, NormFactor, NormSys, ShapeFactor, ShapeSys, StatError
 from .parameters import Parameter
 
@@ -109,17 +109,10 @@ SCHEMA_VERSION = "1.0.0"
 #: pyhf's names of the interpolation codes
 PYHF_CODES: Dict[Union[int, str], str] = {0: "code0", 1: "code1", 2: "code2", 4: "code4", "4p": "code4p"}
 
-#: pyhf's default (init, bounds) of the parameters of each modifier type (lumi: none)
-_PYHF_DEFAULTS: Dict[str, Tuple[float, Tuple[float, float]]] = {
-    "normfactor": (1.0, (0.0, 10.0)),
-    "normsys": (0.0, (-5.0, 5.0)),
-    "histosys": (0.0, (-5.0, 5.0)),
-    "staterror": (1.0, (1e-10, 10.0)),
-    "shapesys": (1.0, (1e-10, 10.0)),
-    "shapefactor": (1.0, (0.0, 10.0)),
-}
+#: pyhf's default (init, bounds) of the parameters of each modifier type: the Model's defaults
+#: (which are pyhf's), except lumi, for which pyhf has none (the measurement must give it)
+_PYHF_DEFAULTS: Dict[str, Tuple[float, Tuple[float, float]]] = {k: v for k, v in _DEFAULTS.items() if k != "lumi"}
 _PER_BIN = ("staterror", "shapesys", "shapefactor")
-_ALPHA = ("normsys", "histosys")
 #: the parameter-config keys each modifier type accepts (pyhf's rule)
 _CONFIG_KEYS: Dict[str, Tuple[str, ...]] = {
     "normfactor": ("inits", "bounds", "fixed"),
