@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .likelihood import Channel, HistoSys, Model, Sample, StatError
-from .likelihood.model import finite_vector
+from .likelihood.modifiers import finite_vector
 from .likelihood.modifiers import Modifier
 from .plotting import PathLike, _finish, _hep_option, _mplhep, _plt
 

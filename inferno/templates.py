@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal

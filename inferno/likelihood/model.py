@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import interpolation as interp
 from .compiled import CompiledModel
-from .modifiers import HistoSys, Modifier, ShapeSys, StatError
+from .modifiers import HistoSys, Modifier, ShapeSys, StatError, finite_vector
 from .parameters import Parameter
 
 __all__ = ["Sample", "Channel", "Model", "DTYPE"]
@@ -57,22 +57,6 @@ _DEFAULTS = {
     "shapefactor": (1.0, (0.0, 10.0)),
 }
 _ALPHA = ("normsys", "histosys")  # the two kinds that may share a parameter
-
-
-def finite_vector(values: Any, what: str) -> np.ndarray:
-    """``values`` (numbers, a numpy array or a tensor) as a non-empty 1-D float64 array of finite
-    numbers; a ValueError naming ``what`` otherwise. Shared by the model and the hist converters."""
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        arr = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be numbers, got {type(values).__name__}") from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or inf")
-    return arr
 
 
 @dataclass

@@ -46,11 +46,18 @@ __all__ = ["Modifier", "NormFactor", "NormSys", "HistoSys", "Lumi", "StatError",
 Code = Union[int, str]
 
 
-def _vector(values: Any, what: str) -> np.ndarray:
+def finite_vector(values: Any, what: str) -> np.ndarray:
+    """``values`` (numbers, a numpy array or a tensor) as a non-empty 1-D float64 array of finite
+    numbers; a ValueError naming ``what`` otherwise. The one check of the counts, variations
+    and uncertainties of a model (also used by the hist converters)."""
+    if hasattr(values, "detach"):  # a torch tensor
+        values = values.detach().cpu().numpy()
     try:
-        arr = np.array(values, dtype=np.float64).reshape(-1)
+        arr = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be numbers, got {type(values).__name__}") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} contains NaN or inf")
     return arr
@@ -120,43 +127,40 @@ class HistoSys(Modifier):
         super().__post_init__()
         if self.hi is None or self.lo is None:
             raise ValueError(f"histosys {self.name!r} needs both hi and lo counts")
-        object.__setattr__(self, "hi", _vector(self.hi, f"histosys {self.name!r} hi"))
-        object.__setattr__(self, "lo", _vector(self.lo, f"histosys {self.name!r} lo"))
+        object.__setattr__(self, "hi", finite_vector(self.hi, f"histosys {self.name!r} hi"))
+        object.__setattr__(self, "lo", finite_vector(self.lo, f"histosys {self.name!r} lo"))
 
 
 @dataclass(frozen=True)
-class StatError(Modifier):
+class _PerBinUncertainty(Modifier):
+    """A per-bin modifier with absolute uncertainties ``sigma`` (one per bin, >= 0)."""
+
+    sigma: Any = None
+    per_bin = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        arr = finite_vector(self.sigma, f"{self.type} {self.name!r} sigma")
+        if np.any(arr < 0):
+            raise ValueError(f"{self.type} {self.name!r}: uncertainties must be >= 0")
+        object.__setattr__(self, "sigma", arr)
+
+
+@dataclass(frozen=True)
+class StatError(_PerBinUncertainty):
     """MC statistical uncertainty (Barlow-Beeston lite): one Gaussian-constrained factor per
     bin shared by every sample of the channel with this modifier; ``sigma`` are the
     sample's absolute uncertainties per bin (``sqrt(sum w^2)``)."""
 
-    sigma: Any = None
     type = "staterror"
-    per_bin = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        arr = _vector(self.sigma, f"staterror {self.name!r} sigma")
-        if np.any(arr < 0):
-            raise ValueError(f"staterror {self.name!r}: uncertainties must be >= 0")
-        object.__setattr__(self, "sigma", arr)
 
 
 @dataclass(frozen=True)
-class ShapeSys(Modifier):
+class ShapeSys(_PerBinUncertainty):
     """An uncorrelated per-bin uncertainty with a Poisson constraint: ``sigma`` are the
     absolute uncertainties per bin of the sample."""
 
-    sigma: Any = None
     type = "shapesys"
-    per_bin = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        arr = _vector(self.sigma, f"shapesys {self.name!r} sigma")
-        if np.any(arr < 0):
-            raise ValueError(f"shapesys {self.name!r}: uncertainties must be >= 0")
-        object.__setattr__(self, "sigma", arr)
 
 
 @dataclass(frozen=True)

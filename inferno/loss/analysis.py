@@ -132,6 +132,8 @@ class Analysis:
                 raise ValueError(f"process {what} must be unique, got {dup} more than once")
         self.label_to_index = {p.label: j for j, p in enumerate(self.processes)}
         self.nuisances: List[Nuisance] = list(nuisances)
+        #: the nuisances by name
+        self.nuisance: Dict[str, Nuisance] = {n.name: n for n in self.nuisances}
         nn_names = [n.name for n in self.nuisances]
         dup = sorted({v for v in nn_names if nn_names.count(v) > 1})
         if dup:
@@ -273,7 +275,7 @@ class Analysis:
             curv[k] = 0.0  # per batch, from the soft histograms
         b = dict(learned=learned, cm=cm, terms=terms, names=names, pois=pois, fixed_H=fixed_H,
                  fixed_idx=torch.tensor(fixed_idx, dtype=torch.long), p0=p0, curv=curv,
-                 learned_idx=torch.arange(learned.n_params), stat=torch.tensor(stat, dtype=torch.long))
+                 stat=torch.tensor(stat, dtype=torch.long))
         self._built[n_bins] = b
         return b
 

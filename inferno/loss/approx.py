@@ -77,18 +77,12 @@ class ApproxInferno(_InfernoBase):
         if self._active():
             self._split()
 
-    def on_forwards_end(self) -> None:
-        if not self._active():
-            return
-        wr = self.wrapper
-        yp = wr.y_pred
-        self._check_output(yp)
+    def _variance(self, yp: Tensor) -> Tensor:
         f_nom = {g: self._floor(self._soft_hist(yp[self._idx[g]], g)) for g in _GROUPS}
-        f_ud = self._up_down_shapes(wr.x)
+        f_ud = self._up_down_shapes(self.wrapper.x)
         with torch.enable_grad():
             hess = self._hessian(f_nom, f_ud)
-        wr.loss_val = self._poi_variance(hess)
-        self._restore_order()
+        return self._poi_variance(hess)
 
     def _up_down_shapes(self, x: Tensor) -> Dict[str, Tuple[Tensor, Tensor]]:
         """(f_up, f_dw), each (K_g, bins), for the groups with shape nuisances."""

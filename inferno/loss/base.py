@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from ..callback import AbsCallback, PredHandler
 from ..nuisance import Nuisance, RateNuisance, ShapeNuisance, _check_nuisances
+from .pure import soft_outputs_check
 
 __all__ = ["InfernoPred"]
 
@@ -184,6 +185,18 @@ class _InfernoBase(AbsCallback):
         self._idx = {"s": slice(0, n_s), "b": slice(n_s, n_s + n_b)}
         self._w = {g: None if w is None else (w[i] / w[i].sum()) for g, i in self._idx.items()}
 
+    def on_forwards_end(self) -> None:
+        if not self._active():
+            return
+        wr = self.wrapper
+        self._check_output(wr.y_pred)
+        wr.loss_val = self._variance(wr.y_pred)
+        self._restore_order()
+
+    def _variance(self, yp: Tensor) -> Tensor:
+        """The POI variance of the batch from the network output ``yp`` (in grouped order)."""
+        raise NotImplementedError
+
     def _restore_order(self) -> None:
         """Give the callbacks that follow the batch as the loader made it: ``x``, ``y``, ``w``
         as they were, ``y_pred`` in their row order (the loss is computed by then)."""
@@ -211,9 +224,7 @@ class _InfernoBase(AbsCallback):
         return (f + self.eps) / (1.0 + f.shape[-1] * self.eps)
 
     def _check_output(self, y: Tensor) -> None:
-        from .pure import soft_outputs_check  # the same check as the general loss
-
-        soft_outputs_check(y)
+        soft_outputs_check(y)  # the same check as the general loss
 
     def _poi_variance(self, hess: Tensor) -> Tensor:
         r""":math:`[H^{-1}]_{00}` by the one POI routine (:func:`inferno.loss.fisher.poi_loss`);

@@ -286,18 +286,10 @@ class Inferno(_InfernoBase):
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return torch.get_rng_state(), cuda
 
-    def on_forwards_end(self) -> None:
-        if not self._active():
-            return
-        wr = self.wrapper
-        yp = wr.y_pred
-        self._check_output(yp)
+    def _variance(self, yp: Tensor) -> Tensor:
         if self.hessian == "fisher":
-            var = self._fisher_variance(yp)
-        else:
-            var = self._poi_variance(self._autograd_hessian(yp))
-        wr.loss_val = var
-        self._restore_order()
+            return self._fisher_variance(yp)
+        return self._poi_variance(self._autograd_hessian(yp))
 
     def _chain_spec(self, g: str, calls: List[_Call]) -> Dict[str, Any]:
         """The spec of :func:`_chain_forward` for group ``g``."""

@@ -37,13 +37,13 @@ of the process in the batch, :math:`N_p` in the training sample).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .analysis import Analysis
-from .fisher import FisherError, asimov_fisher, poi_loss
+from .fisher import asimov_fisher, poi_loss
 
 __all__ = ["inferno_loss", "soft_outputs_check"]
 
@@ -72,8 +72,7 @@ def _tangent_outputs(net: nn.Module, x: Tensor, n: Any) -> Tensor:
     """d y / d theta at the nominal value for rows ``x``: the input tangent of the transform,
     pushed through the network in forward mode."""
     v0 = torch.tensor(float(n.nominal), dtype=x.dtype, device=x.device)
-    _, dx = torch.func.jvp(lambda v: n.apply(x, v), (v0,), (torch.ones_like(v0),))
-    x0 = n.apply(x, v0)
+    x0, dx = torch.func.jvp(lambda v: n.apply(x, v), (v0,), (torch.ones_like(v0),))
     _, dy = torch.func.jvp(net, (x0,), (dx,))
     return dy
 
@@ -163,11 +162,9 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
     nom = torch.stack(nominal)  # (n_processes, n_bins)
     # the derivative templates of the histosys terms, in counts per unit of the parameter
     shifts: List[Tensor] = []
-    cache: Dict[Tuple[str, str], Tensor] = {}
     for proc, name in b["terms"]:
-        n = next(q for q in analysis.nuisances if q.name == name)
+        n = analysis.nuisance[name]
         r = rows[proc]
-        key = (proc, name)
         kind = _kind(n)
         if kind == "transform":
             d = weighted_sum(r, _tangent_outputs(net, x[r], n).to(DTYPE), wd)
@@ -186,7 +183,6 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
                 swa = torch.tensor(float(ra.numel()), dtype=DTYPE) if wd is None else wd[ra].sum()
                 hs.append(weighted_sum(ra, yd[ra], wd) / swa)
             d = 0.5 * (hs[0] - hs[1]) * sumw[proc]
-        cache[key] = d
         shifts.append(scale[proc] * d)
     cm = b["cm"].with_counts(nom, torch.stack(shifts) if shifts else None)
     p0 = b["p0"].to(nom.device)
@@ -219,10 +215,7 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
         if b["fixed_H"] is not None:
             fi = b["fixed_idx"]
             fisher = fisher.index_put((fi[:, None], fi[None, :]), b["fixed_H"].to(nom.device), accumulate=True)
-    try:
-        loss = poi_loss(fisher, b["pois"], analysis.loss, names=b["names"])
-    except FisherError:
-        raise
+    loss = poi_loss(fisher, b["pois"], analysis.loss, names=b["names"])
     if return_fisher:
         return loss, fisher, list(b["names"])
     return loss
