@@ -1,4 +1,9 @@
-r"""From a trained network to the concrete statistical model of the analysis.
+r"""From a trained network to templates and to the concrete statistical model of the analysis.
+
+The pytorch_inferno-style template functions (:func:`bin_preds`, :func:`get_shape`,
+:func:`get_syst_shapes`, :func:`get_paper_syst_shapes`, also importable from
+:mod:`inferno.inference`) make normalised one-process templates from predictions; the rest
+of this page builds the whole analysis' model.
 
 :func:`analysis_model` bins every event by the network's most probable output (its argmax:
 the hard bins of the learned channel) and fills, for every process of an
@@ -31,8 +36,10 @@ template, which the sample used here should be independent of the training sampl
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
@@ -42,7 +49,10 @@ from .loss.analysis import Analysis
 from .loss.pure import _kind, _weight_column
 from .nuisance import constraint_curvature
 
-__all__ = ["analysis_model", "hard_bins"]
+ArrayLike = Union[Tensor, np.ndarray, Sequence[float], float]
+DTYPE = torch.float64
+
+__all__ = ["analysis_model", "hard_bins", "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes"]
 
 
 def hard_bins(net: nn.Module, x: Tensor, bs: int = 100_000) -> Tensor:
@@ -197,3 +207,240 @@ def _transform_scale(n: Any) -> float:
     if not (math.isfinite(sd) and sd > 0):
         raise ValueError(f"nuisance {n.name!r}: the standard deviation of its constraint is {sd}")
     return sd
+
+
+# ------------------------------------------------------------------ templates from predictions
+def _to_numpy_1d(a: Any, name: str) -> np.ndarray:
+    if hasattr(a, "to_numpy"):
+        a = a.to_numpy()
+    if isinstance(a, Tensor):
+        a = a.detach().cpu().numpy()
+    arr = np.asarray(a)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n_events,), got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _check_edges(bins: Any) -> np.ndarray:
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2:
+        raise ValueError(f"bin edges must be a 1-D array of at least 2 values, got shape {edges.shape}")
+    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise ValueError("bin edges must be finite and strictly increasing")
+    return edges
+
+
+def _n_bins(bins: Union[int, ArrayLike]) -> int:
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise ValueError(f"the number of bins must be >= 1, got {bins}")
+        return int(bins)
+    return len(_check_edges(bins)) - 1
+
+
+def bin_preds(preds: ArrayLike, bins: Union[int, ArrayLike]) -> np.ndarray:
+    r"""Bin index of every prediction.
+
+    Two kinds of predictions are supported:
+
+    * ``bins`` an **int** :math:`n`: ``preds`` already are bin indices (e.g. the argmax of
+      an INFERNO network, :class:`~inferno.InfernoPred`); they must be integers in
+      :math:`[0, n)` and are returned as they are.
+    * ``bins`` an **array of edges** :math:`e_0 < \dots < e_n`: ``preds`` are values (e.g. a
+      class probability with ``np.linspace(0, 1, n + 1)``); the index is :math:`j` such
+      that :math:`e_j \le x < e_{j+1}`, the last bin including its upper edge.
+
+    Args:
+        preds: predictions, shape ``(n_events,)`` or ``(n_events, 1)``.
+        bins: number of bins (index predictions) or bin edges (value predictions).
+
+    Returns:
+        int64 array of bin indices, shape ``(n_events,)``.
+
+    Raises:
+        ValueError: NaN, values outside the edges, non-integer or out-of-range indices,
+            bad edges.
+    """
+    x = _to_numpy_1d(preds, "preds")
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        n = _n_bins(bins)
+        xf = x.astype(np.float64)
+        if not np.all(np.isfinite(xf)):
+            raise ValueError("preds contain NaN or inf")
+        if np.any(xf != np.round(xf)):
+            raise ValueError("with an integer `bins`, preds must be bin indices (integers); "
+                             "for values such as probabilities pass bin edges, e.g. np.linspace(0, 1, n + 1)")
+        if np.any((xf < 0) | (xf >= n)):
+            raise ValueError(f"bin indices must be in [0, {n}), got range [{xf.min()}, {xf.max()}]")
+        return xf.astype(np.int64)
+    edges = _check_edges(bins)
+    xf = x.astype(np.float64)
+    if not np.all(np.isfinite(xf)):
+        raise ValueError("preds contain NaN or inf")
+    out = (xf < edges[0]) | (xf > edges[-1])
+    if np.any(out):
+        raise ValueError(f"{int(out.sum())} predictions lie outside the bin edges [{edges[0]}, {edges[-1]}]")
+    idx = np.searchsorted(edges, xf, side="right") - 1
+    return np.minimum(idx, len(edges) - 2).astype(np.int64)
+
+
+def get_shape(data: Any, bins: Union[int, ArrayLike], weights: Any = None, floor: float = 1e-7,
+              pred_name: str = "pred", targ: Optional[int] = None, targ_name: str = "gen_target") -> Tensor:
+    r"""Normalised, weighted template (histogram) of predictions.
+
+    .. math::
+
+        h_j = \sum_{e \in \mathrm{bin}\ j} w_e, \qquad
+        f_j = \frac{\max(h_j / \textstyle\sum_l h_l,\ \epsilon)}
+                   {\sum_l \max(h_l / \textstyle\sum_m h_m,\ \epsilon)}
+
+    The floor :math:`\epsilon` (``floor``) replaces empty (or negative-weight) bins so that
+    the Poisson likelihood stays finite; the template is renormalised afterwards, so every
+    bin is :math:`\ge \epsilon / (1 + n\epsilon)` and the bins sum to 1.
+
+    Args:
+        data: predictions (array/tensor, see :func:`bin_preds`) or a pandas DataFrame with a
+            column ``pred_name``.
+        bins: number of bins (index predictions) or bin edges (value predictions).
+        weights: per-event weights (array), or with a DataFrame the name of a column;
+            None: unit weights.
+        floor: :math:`\epsilon`, in ``[0, 1/n_bins)``.
+        pred_name: prediction column of a DataFrame.
+        targ: with a DataFrame, keep only rows whose ``targ_name`` equals ``targ``.
+        targ_name: target column of a DataFrame.
+
+    Returns:
+        float64 tensor of shape ``(n_bins,)`` summing to 1.
+
+    Raises:
+        ValueError: bad predictions (see :func:`bin_preds`), weights of another length,
+            NaN weights, a non-positive total weight, or a bad floor.
+    """
+    n = _n_bins(bins)
+    if not (0.0 <= floor < 1.0 / n) or not math.isfinite(floor):
+        raise ValueError(f"floor must be in [0, 1/n_bins = {1.0 / n}), got {floor}")
+    if hasattr(data, "columns"):  # pandas DataFrame
+        df = data if targ is None else data.loc[data[targ_name] == targ]
+        preds = df[pred_name].to_numpy()
+        if isinstance(weights, str):
+            weights = df[weights].to_numpy()
+        elif weights is not None and targ is not None:
+            weights = _to_numpy_1d(weights, "weights")[(data[targ_name] == targ).to_numpy()]
+    else:
+        preds = data
+    idx = bin_preds(preds, bins)
+    if weights is None:
+        w = np.ones(len(idx))
+    else:
+        w = _to_numpy_1d(weights, "weights").astype(np.float64)
+        if len(w) != len(idx):
+            raise ValueError(f"preds and weights have different lengths: {len(idx)} != {len(w)}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError("weights contain NaN or inf")
+    h = np.bincount(idx, weights=w, minlength=n).astype(np.float64)
+    tot = h.sum()
+    if not tot > 0:
+        raise ValueError(f"the total weight must be > 0, got {tot} ({len(idx)} events)")
+    f = np.maximum(h / tot, floor)
+    return torch.as_tensor(f / f.sum(), dtype=DTYPE)
+
+
+def _predict_bins(wrapper: Any, x: Tensor, bins: Union[int, ArrayLike], mod: Any, pred_cb: Any, bs: int) -> np.ndarray:
+    from .callback import AbsCallback
+
+    if mod is None:
+        preds = wrapper.predict(x, pred_cb=pred_cb, bs=bs)
+    elif isinstance(mod, AbsCallback):
+        preds = wrapper.predict(x, pred_cb=pred_cb, cbs=[mod], bs=bs)
+    elif isinstance(mod, (list, tuple)) and all(isinstance(m, AbsCallback) for m in mod):
+        preds = wrapper.predict(x, pred_cb=pred_cb, cbs=list(mod), bs=bs)
+    elif callable(mod):
+        preds = wrapper.predict(mod(x), pred_cb=pred_cb, bs=bs)
+    else:
+        raise ValueError(f"a systematic modification must be a callback or a callable x -> x', got {type(mod).__name__}")
+    preds = np.asarray(preds)
+    if preds.ndim == 2 and preds.shape[1] == 1:
+        preds = preds[:, 0]
+    return preds
+
+
+def get_syst_shapes(wrapper: Any, x: Any, w: Any = None, syst_mods: Optional[Mapping[str, Tuple[Any, Any]]] = None,
+                    bins: Union[int, ArrayLike] = 10, pred_cb: Any = None, floor: float = 1e-7,
+                    prefix: str = "f_b", nominal_mod: Any = None, bs: int = 100_000) -> "OrderedDict[str, Tensor]":
+    r"""Nominal, up and down templates of a process from a trained model.
+
+    Predicts on ``x`` as it is (or moved by ``nominal_mod``) and, for every nuisance, on
+    ``x`` moved to its up and down values, then bins with :func:`get_shape`.
+
+    Args:
+        wrapper: a trained :class:`~inferno.ModelWrapper`.
+        x: events of the process (tensor / array), shape ``(n_events, n_features)``.
+        w: per-event weights or None.
+        syst_mods: ordered mapping ``name -> (up, down)``; each of ``up``/``down`` is a
+            callback (or list of callbacks) passed to ``wrapper.predict(..., cbs=...)``,
+            e.g. :class:`~inferno.PaperSystMod`, or a callable ``x -> x_shifted``.
+        bins: number of bins (index predictions) or edges (value predictions), see
+            :func:`bin_preds`.
+        pred_cb: prediction handler, e.g. :class:`~inferno.InfernoPred` (bin indices) or
+            a :class:`~inferno.PredHandler` (raw outputs); default raw outputs.
+        floor: empty-bin floor of :func:`get_shape`.
+        prefix: key prefix of the result.
+        nominal_mod: optional modification for the nominal template.
+        bs: prediction batch size.
+
+    Returns:
+        ``OrderedDict`` with ``{prefix}_nom`` ``(n_bins,)``, ``{prefix}_up`` and
+        ``{prefix}_dw`` ``(n_nuis, n_bins)`` (rows in the order of ``syst_mods``), float64;
+        usable as keyword arguments of :func:`calc_profile`.
+    """
+    if not syst_mods:
+        raise ValueError("syst_mods must name at least one nuisance: {name: (up, down)}")
+    for name, mods in syst_mods.items():
+        if not isinstance(mods, (tuple, list)) or len(mods) != 2:
+            raise ValueError(f"syst_mods[{name!r}] must be a pair (up, down)")
+    from .data import to_tensor
+
+    xt = to_tensor(x, "x")
+
+    def shape(mod: Any) -> Tensor:
+        return get_shape(_predict_bins(wrapper, xt, bins, mod, pred_cb, bs), bins, weights=w, floor=floor)
+
+    f_nom = shape(nominal_mod)
+    ups, dws = [], []
+    for up, dw in syst_mods.values():
+        ups.append(shape(up))
+        dws.append(shape(dw))
+    return OrderedDict(((f"{prefix}_nom", f_nom), (f"{prefix}_up", torch.stack(ups)), (f"{prefix}_dw", torch.stack(dws))))
+
+
+def get_paper_syst_shapes(wrapper: Any, x_bkg: Any, w: Any = None, bins: Union[int, ArrayLike] = 10,
+                          pred_cb: Any = None, r_vals: Tuple[float, float, float] = (-0.2, 0.0, 0.2),
+                          l_vals: Tuple[float, float, float] = (2.5, 3.0, 3.5), floor: float = 1e-7,
+                          prefix: str = "f_b", bs: int = 100_000) -> "OrderedDict[str, Tensor]":
+    r"""Background templates of the paper's toy problem for the nuisances :math:`r` and
+    :math:`\lambda`.
+
+    The nominal is at ``(r_vals[1], l_vals[1])``; nuisance 0 (:math:`r`) has up/down at
+    ``r_vals[2]`` / ``r_vals[0]``, nuisance 1 (:math:`\lambda`) at ``l_vals[2]`` /
+    ``l_vals[0]``, the other held at nominal; the inputs are moved with
+    :class:`~inferno.paper.PaperSystMod`. With the defaults one unit of :math:`\alpha_r` is
+    :math:`\Delta r = 0.2` and one of :math:`\alpha_\lambda` is :math:`\Delta\lambda = 0.5`,
+    so the paper's constraints :math:`\mathcal N(r|0, 0.4)`, :math:`\mathcal N(\lambda|3, 1)`
+    are ``Normal(0, 2)`` on each :math:`\alpha`.
+
+    Returns:
+        as :func:`get_syst_shapes`: ``f_b_nom``, ``f_b_up``, ``f_b_dw`` (rows r, lambda).
+    """
+    from .paper import PaperSystMod
+
+    if len(r_vals) != 3 or len(l_vals) != 3:
+        raise ValueError("r_vals and l_vals must be (down, nominal, up) triples")
+    r0, l0 = r_vals[1], l_vals[1]
+    mods = OrderedDict((("r", (PaperSystMod(r=r_vals[2], l=l0), PaperSystMod(r=r_vals[0], l=l0))),
+                        ("l", (PaperSystMod(r=r0, l=l_vals[2]), PaperSystMod(r=r0, l=l_vals[0])))))
+    return get_syst_shapes(wrapper, x_bkg, w=w, syst_mods=mods, bins=bins, pred_cb=pred_cb, floor=floor,
+                           prefix=prefix, nominal_mod=PaperSystMod(r=r0, l=l0), bs=bs)
