@@ -7,8 +7,10 @@
 * :mod:`inferno.benchmarks.analysis`: the INFERNO :class:`~inferno.loss.Analysis` of that search
   (signal region learned, a ttbar control region fixed) and its data sets;
 * :mod:`inferno.benchmarks.run`: the ``inferno-bench`` command (BCE vs multiclass vs INFERNO,
-  widths on Asimov data, coverage under shifted nuisances).
+  widths on Asimov data, coverage under shifted nuisances), with its networks and summaries in
+  :mod:`inferno.benchmarks.summaries` and its table and figures in
+  :mod:`inferno.benchmarks.report`.
 
 The submodules are imported on demand: ``from inferno.benchmarks import htautau``.
 """
-__all__ = ["htautau", "kinematics", "analysis", "run"]
+__all__ = ["htautau", "kinematics", "analysis", "summaries", "report", "run"]
