@@ -16,8 +16,8 @@ See ``docs/`` for the user guide.
 """
 from ._version import __version__
 from . import likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
-from .callback import (AbsCallback, Checkpoint, EarlyStopping, GradClip, LossTracker, LRScheduler, OneCycle,
-                       PredHandler, ProgressBar, SaveBest)
+from .callback import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
+                       OneCycle, PredHandler, ProgressBar, SaveBest)
 from .data import DataPair, DataSet, WeightedDataLoader, to_tensor
 from .inference import (CoverageResult, FitResult, ProfileResult, bin_preds, calc_nll, calc_profile,
                         check_coverage, fit_mle, generate_toys, get_interval, get_likelihood_width,
@@ -41,7 +41,7 @@ __all__ = [
     "__version__",
     # training
     "DataSet", "WeightedDataLoader", "DataPair", "to_tensor", "ModelWrapper", "VariableSoftmax",
-    "AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "Checkpoint", "PredHandler", "GradClip",
+    "AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "KeepBest", "Checkpoint", "PredHandler", "GradClip",
     "ProgressBar", "LRScheduler", "OneCycle",
     # systematics and the INFERNO loss
     "Nuisance", "ShapeNuisance", "WeightNuisance", "AltSampleNuisance", "RateNuisance", "ColumnTransform",

@@ -27,6 +27,7 @@ Callbacks that keep state across epochs return it from ``state_dict()`` and take
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import sys
@@ -39,7 +40,7 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from .model_wrapper import ModelWrapper
 
-__all__ = ["AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "Checkpoint", "PredHandler",
+__all__ = ["AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "KeepBest", "Checkpoint", "PredHandler",
            "GradClip", "ProgressBar", "LRScheduler", "OneCycle"]
 
 
@@ -524,3 +525,28 @@ class ProgressBar(AbsCallback):
             if b is not None:
                 b.close()
         self.bar = self.batch_bar = None
+
+
+class KeepBest(AbsCallback):
+    """Keeps, in memory, the weights of the epoch with the lowest validation loss (the training
+    loss without a validation set) and restores them at the end of training.
+
+    Attributes:
+        best: that loss; best_epoch: its epoch (1-based; 0 if none was finite).
+    """
+
+    def on_train_begin(self) -> None:
+        self.best, self.state, self.best_epoch = math.inf, None, 0
+
+    def on_epoch_end(self) -> None:
+        wr = self.wrapper
+        if wr.state != ("valid" if wr.data.val_dl is not None else "train"):
+            return
+        val = wr.loss_tracker.losses[wr.state][-1]
+        if math.isfinite(val) and val < self.best:
+            self.best, self.best_epoch = val, wr.epoch
+            self.state = copy.deepcopy(wr.model.state_dict())
+
+    def on_train_end(self) -> None:
+        if self.state is not None:
+            self.wrapper.model.load_state_dict(self.state)

@@ -264,28 +264,8 @@ def _sigmoid_pred():
 
 
 def _keep_best():
-    """Callback keeping the weights of the epoch with the lowest validation loss (in memory)
-    and restoring them at the end of training."""
-    import copy
-
-    from .callback import AbsCallback
-
-    class KeepBest(AbsCallback):
-        def on_train_begin(self) -> None:
-            self.best, self.state, self.best_epoch = math.inf, None, 0
-
-        def on_epoch_end(self) -> None:
-            wr = self.wrapper
-            if wr.state != ("valid" if wr.data.val_dl is not None else "train"):
-                return
-            val = wr.loss_tracker.losses[wr.state][-1]
-            if math.isfinite(val) and val < self.best:
-                self.best, self.best_epoch = val, wr.epoch
-                self.state = copy.deepcopy(wr.model.state_dict())
-
-        def on_train_end(self) -> None:
-            if self.state is not None:
-                self.wrapper.model.load_state_dict(self.state)
+    """The callback keeping the best epoch's weights (:class:`inferno.callback.KeepBest`)."""
+    from .callback import KeepBest
 
     return KeepBest()
 

@@ -1,9 +1,7 @@
 """``inferno-bench``: the networks, their training and the binned summaries made from them."""
 from __future__ import annotations
 
-import copy
 import functools
-import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -11,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..callback import AbsCallback
+from ..callback import KeepBest
 from ..data import DataPair, DataSet, WeightedDataLoader
 from ..loss import InfernoLoss
 from ..model_wrapper import ModelWrapper
@@ -112,27 +110,6 @@ class WeightedCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, y.reshape(-1).long(), reduction=self.reduction)
-
-
-class KeepBest(AbsCallback):
-    """Keeps (in memory) the weights of the epoch with the lowest validation loss and restores
-    them at the end of training."""
-
-    def on_train_begin(self) -> None:
-        self.best, self.state, self.best_epoch = math.inf, None, 0
-
-    def on_epoch_end(self) -> None:
-        wr = self.wrapper
-        if wr.state != "valid":
-            return
-        val = wr.loss_tracker.losses["valid"][-1]
-        if math.isfinite(val) and val < self.best:
-            self.best, self.best_epoch = val, wr.epoch
-            self.state = copy.deepcopy(wr.model.state_dict())
-
-    def on_train_end(self) -> None:
-        if self.state is not None:
-            self.wrapper.model.load_state_dict(self.state)
 
 
 def train(kind: str, prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Any]:
