@@ -15,7 +15,7 @@ The front door: the names a user needs, imported explicitly. The packages behind
 See ``docs/`` for the user guide.
 """
 from ._version import __version__
-from . import likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
+from . import compat, likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
 from .callback import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
                        OneCycle, PredHandler, ProgressBar, SaveBest)
 from .data import DataPair, DataSet, WeightedDataLoader, to_tensor
@@ -26,7 +26,8 @@ from .inference import (CoverageResult, FitResult, ProfileResult, bin_preds, cal
                         sample_global_obs, to_pyhf_workspace)
 from .interp import INTERP_CODES, interp_deltas, interp_derivatives, interp_shape
 from .likelihood import ConvergenceWarning
-from .loss import Analysis, ApproxInferno, Inferno, InfernoLoss, InfernoPred, Process, inferno_loss
+from .compat import ApproxInferno, Inferno, InfernoPred
+from .loss import Analysis, InfernoLoss, Process, inferno_loss
 from .model_wrapper import ModelWrapper
 from .nn import VariableSoftmax
 from .nuisance import (AltSampleNuisance, ColumnTransform, Nuisance, RateNuisance, ShapeNuisance, WeightNuisance,

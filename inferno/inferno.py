@@ -1,10 +1,7 @@
-"""Compatibility: the INFERNO callbacks now live in :mod:`inferno.loss` (the general loss on an
-analysis' model, and the two-process callbacks ``Inferno`` / ``ApproxInferno`` with their fused
-fast path), :mod:`inferno.nn` (``VariableSoftmax``) and :mod:`inferno.paper.callbacks` (the
-paper's set-ups); this module re-exports the names pytorch_inferno users import."""
-from .loss.approx import ApproxInferno
-from .loss.base import InfernoPred
-from .loss.exact import Inferno
+"""Compatibility: the module pytorch_inferno users import the INFERNO callbacks from. The
+two-process callbacks are builders over the one loss (:mod:`inferno.compat`), the paper's
+set-ups live in :mod:`inferno.paper.callbacks`, ``VariableSoftmax`` in :mod:`inferno.nn`."""
+from .compat import ApproxInferno, Inferno, InfernoPred
 from .nn import VariableSoftmax
 from .paper.callbacks import ApproxPaperInferno, PaperInferno, paper_inferno
 

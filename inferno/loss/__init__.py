@@ -1,22 +1,31 @@
-"""inferno.loss: the INFERNO loss.
+"""inferno.loss: the one INFERNO loss.
 
-* :class:`Analysis` / :func:`inferno_loss` / :class:`InfernoLoss`: the loss on an analysis'
-  statistical model (any number of processes, every kind of systematic, control regions, MC
-  statistics, several POIs), as a pure function and as a callback;
-* :class:`Inferno` (exact) / :class:`ApproxInferno` (interpolated): the two-process
-  (signal/background) callbacks of pytorch_inferno, with the fused fast path of the paper's
-  problem (:mod:`inferno.loss.fused`, :mod:`inferno.loss.tangents`);
-* :class:`InfernoPred`: the argmax bin of every event.
+* :class:`Analysis` / :class:`Process`: what the loss optimises, the statistical model of the
+  measurement with one learned channel (any number of processes, every kind of systematic,
+  control regions, MC statistics, several POIs);
+* :func:`inferno_loss` (a pure function, for any training loop) and :class:`InfernoLoss`
+  (the :class:`~inferno.ModelWrapper` callback);
+* :mod:`inferno.loss.tangents`: the nuisances' derivatives through the network;
+  :mod:`inferno.loss.fisher`: the POI block of the inverse Fisher information.
+
+The pytorch_inferno-style two-process callbacks (``Inferno``, ``ApproxInferno``,
+``InfernoPred``) are builders over this loss in :mod:`inferno.compat`, and stay importable
+from here.
 
     >>> from inferno.loss import Analysis, Process, inferno_loss
 """
 from .analysis import Analysis, Process
-from .approx import ApproxInferno
-from .base import InfernoPred
-from .exact import Inferno
 from .callback import InfernoLoss
 from .fisher import FisherError, LOSS_KINDS, asimov_fisher, poi_loss
 from .pure import inferno_loss, soft_outputs_check
 
-__all__ = ["Analysis", "Process", "inferno_loss", "InfernoLoss", "Inferno", "ApproxInferno", "InfernoPred", "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError",
-           "LOSS_KINDS"]
+__all__ = ["Analysis", "Process", "inferno_loss", "InfernoLoss", "Inferno", "ApproxInferno", "InfernoPred",
+           "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError", "LOSS_KINDS"]
+
+
+def __getattr__(name: str):  # the compatibility names, imported on first use (no import cycle)
+    if name in ("Inferno", "ApproxInferno", "InfernoPred"):
+        from .. import compat
+
+        return getattr(compat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

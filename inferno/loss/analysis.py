@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.distributions import Distribution
 
 from ..likelihood import Channel, HistoSys, Model, Sample, StatError
@@ -178,6 +179,7 @@ class Analysis:
                 raise ValueError(f"the learned channel's name {self.channel!r} is a channel of the fixed model; "
                                  "pass another channel= or replace=")
         self.pois: List[str] = [poi] if isinstance(poi, str) else list(poi)
+        self._index_events()
         self._built: Dict[int, Dict[str, Any]] = {}
         self._build(2)  # validates the structure (parameters, POIs) once, with a placeholder bin count
 
@@ -198,6 +200,52 @@ class Analysis:
             raise ValueError(f"nuisance {n.name!r} acts on unknown processes {unknown or targets}: the processes "
                              f"are {names}")
         return targets
+
+    def _index_events(self) -> None:
+        """How the loss finds a batch's events: every label's slot (the processes' indices, then
+        the alternative samples'), each nuisance's kind, and the groups of processes that the
+        same transform nuisances act on (their tangents are propagated together)."""
+        self._kinds = {n.name: _kind(n) for n in self.nuisances}
+        self._slot_of: Dict[int, int] = {p.label: j for j, p in enumerate(self.processes)}
+        self._alt_labels = sorted({lab for n in self.nuisances if self._kinds[n.name] == "alt" for lab in n.labels})
+        for lab in self._alt_labels:
+            if lab in self._slot_of:
+                raise ValueError(f"label {lab} is both a process's and an alternative sample's")
+            self._slot_of[lab] = len(self._slot_of)
+        self._n_slots = len(self._slot_of)
+        self._alt_slots = [self._slot_of[lab] for lab in self._alt_labels]
+        known = sorted(self._slot_of)
+        self._known = torch.tensor(known, dtype=torch.long)
+        self._known_slots = torch.tensor([self._slot_of[k] for k in known], dtype=torch.long)
+        groups: Dict[Tuple[str, ...], List[int]] = {}
+        for j, p in enumerate(self.processes):
+            names = tuple(n.name for n in self.nuisances
+                          if self._kinds[n.name] == "transform" and p.name in self.targets[n.name])
+            if names:
+                groups.setdefault(names, []).append(j)
+        self._transform_groups = [(tuple(ps), list(names)) for names, ps in groups.items()]
+        self._transforms = [n for n in self.nuisances if self._kinds[n.name] == "transform"]
+        self._identity = all(_identity_at_nominal(n) for n in self._transforms)
+
+    def _slots(self, labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Every event's slot, and whether every label is known (a 0-dim bool tensor)."""
+        known = self._known.to(labels.device)
+        i = torch.searchsorted(known, labels.long()).clamp_max(len(known) - 1)
+        return self._known_slots.to(labels.device)[i], (known[i] == labels).all()
+
+    def _nominal_inputs(self, x: Tensor, labels: Tensor) -> Tensor:
+        """``x`` with the rows of the transforms' processes at their nominal values (``x``
+        itself when every transform is the identity there, as a well-formed one is)."""
+        if self._identity:
+            return x
+        names = [p.name for p in self.processes]
+        for n in self._transforms:
+            if not _identity_at_nominal(n):
+                labs = torch.tensor([self.processes[names.index(t)].label for t in self.targets[n.name]],
+                                    device=labels.device)
+                idx = torch.isin(labels, labs).nonzero().squeeze(-1)
+                x = x.index_copy(0, idx, n.apply(x[idx], n.nominal))
+        return x
 
     # ------------------------------------------------------------------ the model
     def _build(self, n_bins: int) -> Dict[str, Any]:
@@ -270,12 +318,41 @@ class Analysis:
         for k, nm in enumerate(learned.names):
             if nm in shared:
                 curv[k] = 0.0
+        # at the Asimov point (histosys at 0) the expected counts and their Jacobian are linear
+        # in the soft histograms and their derivatives: nu = sum_p F_p nom_p and
+        # J = sum_p A_p nom_p + the histosys rows F_p shift_t; F and A from the compiled model
+        h_a, h_j = c["h_a"], c["h_j"]
+        if h_a.numel() and bool((p0[h_a] != 0).any()):
+            bad = sorted({learned.names[int(k)] for k in h_a if float(p0[k]) != 0})
+            raise ValueError(f"the shape nuisances {bad} of the learned channel must start at 0 (INFERNO's "
+                             "Asimov point); do not set their init")
+        n_p = len(self.processes)
+        zero_shifts = torch.zeros(h_a.numel(), n_bins, dtype=p0.dtype) if h_a.numel() else None
+        lin_F, lin_A = [], []
+        for j in range(n_p):
+            unit = torch.zeros(n_p, n_bins, dtype=p0.dtype)
+            unit[j] = 1.0
+            nu_j, jac_j = cm.with_counts(unit, zero_shifts).jacobian(p0[None])
+            lin_F.append(nu_j[0])
+            lin_A.append(jac_j[0])
         stat = [k for k, nm in enumerate(learned.names) if nm.startswith(f"mc_stat_{self.channel}[")]
         for k in stat:
             curv[k] = 0.0  # per batch, from the soft histograms
+        P, PL = len(names), len(learned.names)
+        embed = fixed_full = None
+        if fixed_H is not None or P != PL:  # the learned block into the full Fisher information
+            embed = (torch.arange(PL)[:, None], torch.arange(PL)[None, :])
+            fixed_full = torch.zeros(P, P, dtype=p0.dtype)
+            if fixed_H is not None:
+                fi = torch.tensor(fixed_idx, dtype=torch.long)
+                fixed_full = fixed_full.index_put((fi[:, None], fi[None, :]), fixed_H.to(p0.dtype), accumulate=True)
         b = dict(learned=learned, cm=cm, terms=terms, names=names, pois=pois, fixed_H=fixed_H,
                  fixed_idx=torch.tensor(fixed_idx, dtype=torch.long), p0=p0, curv=curv,
-                 stat=torch.tensor(stat, dtype=torch.long))
+                 stat=torch.tensor(stat, dtype=torch.long), F=torch.stack(lin_F), A=torch.stack(lin_A, 1),
+                 h_a=h_a, h_j=h_j, term_index=[(int(h_j[t]), learned.names[int(h_a[t])]) for t in range(h_a.numel())],
+                 expected=torch.tensor([p.expected for p in self.processes], dtype=p0.dtype),
+                 n_mc=torch.tensor([float(p.n_mc or 1) for p in self.processes], dtype=p0.dtype),
+                 embed=embed, fixed_full=fixed_full)
         self._built[n_bins] = b
         return b
 
@@ -287,3 +364,16 @@ class Analysis:
     def __repr__(self) -> str:
         return (f"Analysis(processes={[p.name for p in self.processes]}, nuisances={[n.name for n in self.nuisances]}, "
                 f"poi={self.pois}, loss={self.loss!r}, mc_stat={self.mc_stat})")
+
+
+def _kind(n: Any) -> str:
+    """``'transform'``, ``'inputs'`` (up/down inputs), ``'weights'`` or ``'alt'``."""
+    k = getattr(n, "kind", None)
+    if k is not None:
+        return k
+    return "transform" if getattr(n, "has_transform", False) else "inputs"
+
+
+def _identity_at_nominal(n: Any) -> bool:
+    is_id = getattr(getattr(n, "transform", None), "is_identity", None)
+    return bool(is_id(n.nominal)) if callable(is_id) else False

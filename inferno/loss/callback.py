@@ -6,7 +6,11 @@
 The batch's targets ``y`` are the process labels; its weights ``w`` the event weights; per-event
 weight variations (for :class:`~inferno.nuisance.WeightNuisance`) come from the batch's
 ``extras`` (the named columns of a :class:`~inferno.data.DataSet`). The callback sets
-``wrapper.loss_val`` in the training and validation phases and keeps no state between batches.
+``wrapper.loss_val`` in the training and validation phases. For a plain ``nn.Sequential`` it
+records the activations of the loop's own forward pass (forward hooks, installed at the start
+of ``fit`` and removed at its end, whatever happens), which the tangents of the shape
+nuisances reuse; a transform that is not the identity at its nominal value is applied to the
+batch before the forward pass (and the loader's inputs are given back after the loss).
 """
 from __future__ import annotations
 
@@ -16,39 +20,94 @@ from torch import Tensor
 
 from ..callback import AbsCallback
 from .analysis import Analysis
-from .pure import inferno_loss
+from .pure import _check_batch, _loss
+from .tangents import Recorder, leaves_of
 
 __all__ = ["InfernoLoss"]
+
+_TANGENTS = ("auto", "layers", "forward")
 
 
 class InfernoLoss(AbsCallback):
     """Sets ``wrapper.loss_val`` to the INFERNO loss of ``analysis`` on every batch.
+
+    Args:
+        analysis: the :class:`~inferno.loss.Analysis`.
+        tangents: how the tangents of the transform nuisances reach the outputs: ``'auto'``
+            (layer by layer over the recorded activations of a plain ``nn.Sequential``, with
+            the fused node of :mod:`inferno.loss.tangents` where the layers allow; else forward
+            mode through the whole network); ``'layers'``: layer by layer, every rule through
+            autograd (exact higher derivatives, e.g. for a gradient penalty; an error for a
+            model that is not a plain ``nn.Sequential``); ``'forward'``: forward mode through
+            the whole network, recomputing its primal (for comparisons).
 
     Attributes:
         last_fisher: the Fisher information of the latest batch (detached), and
             ``param_names`` its parameters.
     """
 
-    def __init__(self, analysis: Analysis):
+    def __init__(self, analysis: Analysis, tangents: str = "auto"):
         if not isinstance(analysis, Analysis):
             raise ValueError(f"InfernoLoss needs an inferno.loss.Analysis, got {type(analysis).__name__}")
+        if tangents not in _TANGENTS:
+            raise ValueError(f"tangents must be one of {_TANGENTS}, got {tangents!r}")
         self.analysis = analysis
+        self.tangent_mode = tangents
         self.last_fisher: Optional[Tensor] = None
         self.param_names = analysis.names
+        self._recorder: Optional[Recorder] = None
+        self._x_loader: Optional[Tensor] = None
 
     def on_train_begin(self) -> None:
         if self.wrapper.loss_func is not None:
-            raise ValueError("InfernoLoss computes the loss itself: call fit with loss=None")
+            raise ValueError(f"{type(self).__name__} computes the loss itself: call fit with loss=None")
+        self._install()
+
+    def _install(self) -> None:
+        self._release()
+        layers = leaves_of(self.wrapper.model) is not None
+        if self.tangent_mode == "layers" and not layers:
+            raise ValueError(f"tangents='layers' needs a plain nn.Sequential model, got {type(self.wrapper.model).__name__}; "
+                             "use tangents='auto'")
+        if layers and self.tangent_mode != "forward" and self.analysis._transforms:
+            self._recorder = Recorder(self.wrapper.model)
+
+    def _release(self) -> None:
+        if self._recorder is not None:
+            self._recorder.remove()
+            self._recorder = None
+
+    def on_teardown(self) -> None:  # after a successful fit or an error: the hooks go
+        self._release()
+
+    def on_batch_begin(self) -> None:
+        wr = self.wrapper
+        if wr.state not in ("train", "valid"):
+            return
+        if self._recorder is not None:
+            self._recorder.arm()
+        if not self.analysis._identity and wr.y is not None:
+            x_in = self.analysis._nominal_inputs(wr.x, wr.y.reshape(-1).long())
+            self._x_loader, wr.x = wr.x, x_in
 
     def on_forwards_end(self) -> None:
         wr = self.wrapper
         if wr.state not in ("train", "valid"):
             return
         if wr.y is None:
-            raise ValueError("InfernoLoss needs the process label of every event as the targets y")
+            raise ValueError(f"{type(self).__name__} needs the process label of every event as the targets y")
+        labels, w = _check_batch(wr.x, wr.y, wr.w)
+        calls = None if self._recorder is None else self._recorder.collect(wr.y_pred, wr.x)
+        if self.tangent_mode == "layers" and calls is None and self.analysis._transforms:
+            raise ValueError("tangents='layers': the recorded activations do not match the network output "
+                             "(was the model called on wrapper.x, once?)")
         extras = getattr(wr, "extras", None) or {}
-        loss, fisher, _ = inferno_loss(self.analysis, wr.model, wr.x, wr.y.reshape(-1).long(), wr.w,
-                                       weights=extras, outputs=wr.y_pred, return_fisher=True)
+        try:
+            loss, fisher, _ = _loss(self.analysis, wr.model, wr.x, labels, w, dict(extras), wr.y_pred, calls, True,
+                                    fused=self.tangent_mode == "auto")
+        finally:
+            if self._x_loader is not None:
+                wr.x, self._x_loader = self._x_loader, None
         self.last_fisher = fisher.detach()
         wr.loss_val = loss
 

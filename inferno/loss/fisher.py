@@ -16,12 +16,12 @@ Cholesky (never an explicit inverse), and differentiable with autograd in :math:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["asimov_fisher", "poi_loss", "LOSS_KINDS", "FisherError"]
+__all__ = ["asimov_fisher", "poi_loss", "cholesky_ok", "poi_block", "LOSS_KINDS", "FisherError"]
 
 #: the scalars of the POI covariance block a loss can be
 LOSS_KINDS = ("variance", "trace", "logdet")
@@ -37,6 +37,28 @@ def asimov_fisher(jac: Tensor, nu: Tensor) -> Tensor:
     r""":math:`J\,\mathrm{diag}(1/\nu)\,J^\top` ``(P, P)`` of one channel, ``jac`` ``(P, N)``,
     ``nu`` ``(N,)``."""
     return (jac / nu) @ jac.transpose(-1, -2)
+
+
+def cholesky_ok(fisher: Tensor) -> Tuple[Tensor, Tensor]:
+    """The Cholesky factor of ``fisher`` and whether it is positive definite and not
+    numerically singular (a 0-dim bool tensor: no host synchronisation)."""
+    chol, info = torch.linalg.cholesky_ex(fisher)
+    d = chol.diagonal()
+    return chol, (info == 0) & (d * d >= _SINGULAR * fisher.diagonal()).all()
+
+
+def poi_block(chol: Tensor, poi: Sequence[int], kind: str = "variance", which: int = 0) -> Tensor:
+    r"""The scalar ``kind`` of the POI block :math:`V = E^\top I^{-1} E` from the Cholesky
+    factor of :math:`I`."""
+    P = chol.shape[-1]
+    E = torch.zeros(P, len(poi), dtype=chol.dtype, device=chol.device)
+    E[list(poi), torch.arange(len(poi))] = 1.0
+    V = E.T @ torch.cholesky_solve(E, chol)
+    if kind == "variance":
+        return V[which, which]
+    if kind == "trace":
+        return V.diagonal().sum()
+    return torch.logdet(V)
 
 
 def poi_loss(fisher: Tensor, poi: Sequence[int], kind: str = "variance", names: Optional[Sequence[str]] = None,
@@ -59,9 +81,8 @@ def poi_loss(fisher: Tensor, poi: Sequence[int], kind: str = "variance", names: 
     P = fisher.shape[-1]
     if not bool(torch.isfinite(fisher).all()):
         raise FisherError(f"the Fisher information is not finite:\n{fisher.detach().cpu().numpy()}")
-    chol, info = torch.linalg.cholesky_ex(fisher)
-    d = chol.diagonal()
-    if int(info) != 0 or bool((d * d < _SINGULAR * fisher.diagonal()).any()):
+    chol, ok = cholesky_ok(fisher)
+    if not bool(ok):
         ev = torch.linalg.eigvalsh(fisher.detach()).cpu().numpy()
         who = ", ".join(names) if names is not None else f"{P} parameters"
         raise FisherError(
@@ -69,11 +90,4 @@ def poi_loss(fisher: Tensor, poi: Sequence[int], kind: str = "variance", names: 
             f"(eigenvalues {ev}): a free parameter that does not change the expected counts, or "
             "parameters whose effects are degenerate, leave the POI variance undefined; constrain "
             f"them or remove them.\nFisher information:\n{fisher.detach().cpu().numpy()}")
-    E = torch.zeros(P, len(poi), dtype=fisher.dtype, device=fisher.device)
-    E[list(poi), torch.arange(len(poi))] = 1.0
-    V = E.T @ torch.cholesky_solve(E, chol)  # the POI block of I^-1
-    if kind == "variance":
-        return V[which, which]
-    if kind == "trace":
-        return V.diagonal().sum()
-    return torch.logdet(V)
+    return poi_block(chol, poi, kind, which)

@@ -14,18 +14,21 @@ with :math:`y(x)` the network's soft bin assignments and :math:`Y_p` the process
 yield. Each shape nuisance :math:`\theta_k` contributes the derivative of the soft histogram
 of each process it acts on, at its nominal value:
 
-* a transform of the inputs: the forward-mode derivative through the network
-  (:math:`\sum_e w_e\, \partial y/\partial x \cdot \partial x/\partial\theta`), exact;
-* up/down inputs: :math:`(h(x^+) - h(x^-))/2` (two extra forward passes of those rows);
-* per-event up/down weights: :math:`\sum_e (w^+_e - w^-_e)\, y(x_e) / (2\sum_e w_e)`, no extra
-  forward pass (the change of normalisation is kept);
+* a transform of the inputs: :math:`\sum_e w_e\, \partial y/\partial x \cdot \partial
+  x/\partial\theta`, exact, all such nuisances of a group of processes at once, from the
+  forward pass's own activations (:mod:`inferno.loss.tangents`);
+* up/down inputs: :math:`(h(x^+) - h(x^-))/2` (one extra forward pass for all of them);
+* per-event up/down weights: :math:`\sum_e (w^+_e - w^-_e)\, y(x_e) / (2\sum_e w_e)`, one
+  weighted sum (the change of normalisation is kept);
 * alternative samples: :math:`(h^+ - h^-)/2` from the events labelled as the up and down
   samples (each normalised to its own sum of weights: a shape effect).
 
-These are the variations of the learned channel's histosys terms, and the loss is read off
-the Fisher information of the analysis' Model at the Asimov point
-(:func:`~inferno.loss.fisher.poi_loss`). With ``mc_stat`` the per-bin factors
-:math:`\gamma_i` get the constraint width :math:`\sigma_i / \nu_i`,
+At the Asimov point the expected counts and their Jacobian are linear in these
+(:meth:`Analysis._build`): :math:`\nu = \sum_p F_p \nu^0_p`, :math:`J = \sum_p A_p \nu^0_p +
+F_{p(t)} s_t` on the histosys rows, and the Fisher information is :math:`J\,\mathrm{diag}(1/\nu)
+J^\top` plus the constraints' curvature and the fixed channels' constant block
+(:mod:`inferno.loss.fisher`). With ``mc_stat`` the per-bin factors :math:`\gamma_i` get the
+constraint width :math:`\sigma_i / \nu_i`,
 
 .. math::
 
@@ -34,16 +37,20 @@ the Fisher information of the analysis' Model at the Asimov point
 
 the variance of the soft counts estimated on the whole training sample (:math:`n_p` events
 of the process in the batch, :math:`N_p` in the training sample).
+
+Every check of a batch is folded into one flag read once (one host synchronisation); only a
+failing batch is examined again to name what is wrong (:func:`_diagnose`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from . import tangents as tg
 from .analysis import Analysis
-from .fisher import asimov_fisher, poi_loss
+from .fisher import FisherError, cholesky_ok, poi_block
 
 __all__ = ["inferno_loss", "soft_outputs_check"]
 
@@ -53,9 +60,23 @@ DTYPE = torch.float64
 def soft_outputs_check(y: Tensor, tol: float = 1e-3) -> None:
     """The network output must be soft bin assignments: shape (n_events, n_bins >= 2), rows
     summing to 1 (the network ends in a softmax, e.g. ``VariableSoftmax``)."""
+    _check_shape(y)
+    if not bool(_soft_ok(y, tol)):
+        _diagnose_outputs(y, tol)
+
+
+def _check_shape(y: Tensor) -> None:
     if y.ndim != 2 or y.shape[1] < 2:
         raise ValueError(f"the network output must have shape (n_events, n_bins >= 2) (soft bin "
                          f"assignments, e.g. from VariableSoftmax), got {tuple(y.shape)}")
+
+
+def _soft_ok(y: Tensor, tol: float = 1e-3) -> Tensor:
+    yd = y.detach()
+    return torch.isfinite(yd).all() & ((yd.sum(1) - 1).abs() <= tol).all() & (yd >= -tol).all()
+
+
+def _diagnose_outputs(y: Tensor, tol: float = 1e-3) -> None:
     if not bool(torch.isfinite(y).all()):
         raise ValueError("the network output contains NaN or inf: cannot compute the INFERNO loss "
                          "(diverged training? try a lower learning rate or GradClip)")
@@ -68,18 +89,9 @@ def soft_outputs_check(y: Tensor, tol: float = 1e-3) -> None:
                          "inferno.VariableSoftmax(0.1), not a ReLU or raw logits")
 
 
-def _tangent_outputs(net: nn.Module, x: Tensor, n: Any) -> Tensor:
-    """d y / d theta at the nominal value for rows ``x``: the input tangent of the transform,
-    pushed through the network in forward mode."""
-    v0 = torch.tensor(float(n.nominal), dtype=x.dtype, device=x.device)
-    x0, dx = torch.func.jvp(lambda v: n.apply(x, v), (v0,), (torch.ones_like(v0),))
-    _, dy = torch.func.jvp(net, (x0,), (dx,))
-    return dy
-
-
 def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor, w: Optional[Tensor] = None,
                  weights: Optional[Mapping[str, Tensor]] = None, outputs: Optional[Tensor] = None,
-                 return_fisher: bool = False) -> Any:
+                 return_fisher: bool = False, recorder: Optional[tg.Recorder] = None) -> Any:
     r"""The INFERNO loss of ``net`` on one batch (see the module docstring).
 
     Args:
@@ -92,7 +104,13 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
         weights: per-event weight variations by name (for weight nuisances).
         outputs: ``net(x)`` if already computed (a training loop's forward pass); ignored when
             a transform is not the identity at its nominal value (the inputs then change).
+            With ``outputs`` and no ``recorder`` the tangents are computed in forward mode
+            through the whole network (the primal recomputed); without ``outputs`` the loss
+            does the forward pass itself and records its activations (the fast path).
         return_fisher: also return the Fisher information ``(P, P)`` and the parameter names.
+        recorder: a :class:`~inferno.loss.tangents.Recorder` on ``net``, armed before the
+            forward pass that gave ``outputs`` (how :class:`~inferno.loss.InfernoLoss` keeps
+            the training loop's forward pass as the primal of the tangents).
 
     Returns:
         the loss (a 0-dim float64 tensor, differentiable in the network's parameters), or
@@ -104,134 +122,200 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
             non-positive expected count (named), a Fisher information that is not positive
             definite (:class:`~inferno.loss.fisher.FisherError`).
     """
+    labels, w = _check_batch(x, process, w)
+    x_in = analysis._nominal_inputs(x, labels)
+    calls = None if recorder is None or outputs is None else recorder.collect(outputs, x)  # disarms it
+    if outputs is not None and x_in is x:
+        y = outputs
+    elif tg.leaves_of(net) is not None:
+        with tg.Recorder(net) as rec:
+            rec.arm()
+            y = net(x_in)
+            calls = rec.collect(y, x_in)
+    else:
+        y = net(x_in)
+    return _loss(analysis, net, x_in, labels, w, dict(weights or {}), y, calls, return_fisher)
+
+
+def _check_batch(x: Tensor, process: Tensor, w: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
     labels = process.reshape(-1)
     if len(labels) != len(x):
         raise ValueError(f"process has {len(labels)} labels for {len(x)} events")
+    if labels.is_floating_point():
+        labels = labels.long()
     if w is not None:
         w = w.reshape(-1)
         if len(w) != len(x):
             raise ValueError(f"w has {len(w)} weights for {len(x)} events")
-    weights = dict(weights or {})
-    procs = analysis.processes
-    rows: Dict[str, Tensor] = {}
-    known = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
-    for p in procs:
-        m = labels == p.label
-        rows[p.name] = m.nonzero().squeeze(-1)
-        known |= m
-    alt_labels = {lab for n in analysis.nuisances if getattr(n, "kind", None) == "alt" for lab in n.labels}
-    for lab in alt_labels:
-        known |= labels == lab
-    if not bool(known.all()):
-        bad = sorted(set(labels[~known].tolist()))
-        raise ValueError(f"events with labels {bad[:10]} belong to no process (process labels "
-                         f"{[p.label for p in procs]}, alternative samples {sorted(alt_labels)})")
-    # inputs at the nominal values of the transforms (identity for well-formed transforms)
-    x_in = x
-    for n in analysis.nuisances:
-        if getattr(n, "has_transform", False) and not _identity_at_nominal(n):
-            idx = torch.cat([rows[t] for t in analysis.targets[n.name]])
-            x_in = x_in.index_copy(0, idx, n.apply(x_in[idx], n.nominal))
-    y = outputs if outputs is not None and x_in is x else net(x_in)
-    soft_outputs_check(y)
+    return labels, w
+
+
+def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Optional[Tensor],
+          weights: Dict[str, Tensor], y: Tensor, calls: Optional[list], return_fisher: bool,
+          fused: bool = True) -> Any:
+    _check_shape(y)
     n_bins = y.shape[1]
     b = analysis._build(n_bins)
-    c = 1.0 / (1.0 + n_bins * analysis.eps)
+    procs = analysis.processes
+    n_p = len(procs)
+    dev = y.device
+    slot, label_ok = analysis._slots(labels)  # process index, then the alternative samples
+    n_slots = analysis._n_slots
     yd = y.to(DTYPE)
     wd = None if w is None else w.to(DTYPE)
-
-    def weighted_sum(r: Tensor, vals: Tensor, ww: Optional[Tensor]) -> Tensor:
-        return vals.sum(0) if ww is None else (ww[r].unsqueeze(-1) * vals).sum(0)
-
-    nominal, sumw, scale = [], {}, {}
-    for p in procs:
-        r = rows[p.name]
-        if r.numel() == 0:
-            raise ValueError(f"the batch has no events of process {p.name!r} (label {p.label}): every batch "
-                             "must contain every process (shuffle the data or use larger batches)")
-        sw = torch.tensor(float(r.numel()), dtype=DTYPE) if wd is None else wd[r].sum()
-        if not float(sw) > 0:
-            raise ValueError(f"the summed weight of process {p.name!r} in the batch is {float(sw):.6g}: it must "
-                             "be > 0 (negative weights are allowed, but not a non-positive total)")
-        sumw[p.name] = sw
-        scale[p.name] = p.expected * c / sw  # counts per unit of weighted output
-        nom_p = p.expected * c * (weighted_sum(r, yd[r], wd) / sw + analysis.eps)
-        if analysis.negative == "clip":  # a process's negative-weight fluctuation floored per bin
-            nom_p = nom_p.clamp_min(p.expected * c * analysis.eps)
-        nominal.append(nom_p)
-    nom = torch.stack(nominal)  # (n_processes, n_bins)
-    # the derivative templates of the histosys terms, in counts per unit of the parameter
-    shifts: List[Tensor] = []
-    for proc, name in b["terms"]:
-        n = analysis.nuisance[name]
-        r = rows[proc]
-        kind = _kind(n)
-        if kind == "transform":
-            d = weighted_sum(r, _tangent_outputs(net, x[r], n).to(DTYPE), wd)
-        elif kind == "inputs":
-            up, dn = n.up_down(x[r])
-            d = 0.5 * (weighted_sum(r, net(up).to(DTYPE), wd) - weighted_sum(r, net(dn).to(DTYPE), wd))
-        elif kind == "weights":
-            wu, wdn = (_weight_column(weights, k, len(x), name) for k in (n.up, n.down))
-            d = 0.5 * ((wu[r] - wdn[r]).to(DTYPE).unsqueeze(-1) * yd[r]).sum(0)
-        else:  # alternative samples: shape only, each normalised to its own weight
-            hs = []
-            for lab in n.labels:
-                ra = (labels == lab).nonzero().squeeze(-1)
-                if ra.numel() == 0:
-                    raise ValueError(f"the batch has no events of the alternative sample {lab} of nuisance {name!r}")
-                swa = torch.tensor(float(ra.numel()), dtype=DTYPE) if wd is None else wd[ra].sum()
-                hs.append(weighted_sum(ra, yd[ra], wd) / swa)
-            d = 0.5 * (hs[0] - hs[1]) * sumw[proc]
-        shifts.append(scale[proc] * d)
-    cm = b["cm"].with_counts(nom, torch.stack(shifts) if shifts else None)
-    p0 = b["p0"].to(nom.device)
-    nu, jac = cm.jacobian(p0[None])
-    nu, jac = nu[0], jac[0]
-    if not bool((nu > 0).all()):
-        i = int((nu <= 0).nonzero()[0])
-        worst = min(procs, key=lambda q: float(nom[procs.index(q), i]))
-        raise ValueError(f"bin {i} of the learned channel has expected count {float(nu[i]):.6g} <= 0 (process "
-                         f"{worst.name!r} contributes {float(nom[procs.index(worst), i]):.6g}): negative weights "
-                         "must not make a bin's total negative")
-    P = len(b["names"])
-    PL = jac.shape[0]
-    curv = b["curv"].to(nom.device).clone()
+    ones = torch.ones(len(labels), dtype=DTYPE, device=dev)
+    wv = ones if wd is None else wd
+    sumw = torch.zeros(n_slots, dtype=DTYPE, device=dev).index_add_(0, slot, wv)
+    count = torch.zeros(n_slots, dtype=DTYPE, device=dev).index_add_(0, slot, ones)
+    hist = torch.zeros(n_slots, n_bins, dtype=DTYPE, device=dev).index_add(0, slot, yd * wv.unsqueeze(-1))
+    c = 1.0 / (1.0 + n_bins * analysis.eps)
+    expected = b["expected"].to(dev)
+    scale = expected * c / sumw[:n_p]  # counts per unit of weighted output
+    nom = scale.unsqueeze(-1) * hist[:n_p] + (expected * c * analysis.eps).unsqueeze(-1)
+    if analysis.negative == "clip":  # a process's negative-weight fluctuation floored per bin
+        nom = torch.maximum(nom, (expected * c * analysis.eps).unsqueeze(-1))
+    shifts = _shifts(analysis, b, net, x, labels, slot, wd, weights, y, yd, calls, hist, sumw, scale, fused)
+    F, A = b["F"].to(dev), b["A"].to(dev)
+    nu = (F * nom).sum(0)
+    jac = (A * nom).sum(1)
+    if shifts is not None:
+        jac = jac.index_add(0, b["h_a"].to(dev), F[b["h_j"].to(dev)] * shifts)
+    curv = b["curv"].to(dev)
     if analysis.mc_stat:
-        var = torch.zeros(n_bins, dtype=DTYPE, device=nom.device)
-        for p in procs:
-            r = rows[p.name]
-            w2 = torch.ones(r.numel(), dtype=DTYPE) if wd is None else wd[r] ** 2
-            frac = r.numel() / p.n_mc
-            var = var + (scale[p.name] ** 2) * frac * (w2.unsqueeze(-1) * yd[r] ** 2).sum(0)
-        stat = b["stat"]
-        curv = curv.index_put((stat,), (nu * nu / var).to(curv.dtype))
-    fisher_l = asimov_fisher(jac, nu) + torch.diag(curv)
-    if b["fixed_H"] is None and P == PL:
-        fisher = fisher_l
-    else:
-        fisher = torch.zeros(P, P, dtype=DTYPE, device=nom.device)
-        fisher = fisher.index_put((torch.arange(PL)[:, None], torch.arange(PL)[None, :]), fisher_l, accumulate=True)
-        if b["fixed_H"] is not None:
-            fi = b["fixed_idx"]
-            fisher = fisher.index_put((fi[:, None], fi[None, :]), b["fixed_H"].to(nom.device), accumulate=True)
-    loss = poi_loss(fisher, b["pois"], analysis.loss, names=b["names"])
+        n_mc = b["n_mc"].to(dev)
+        w2 = torch.zeros(n_p, n_bins, dtype=DTYPE, device=dev).index_add(
+            0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), (yd * wv.unsqueeze(-1)) ** 2, 0.0))
+        var = ((scale ** 2 * count[:n_p] / n_mc).unsqueeze(-1) * w2).sum(0)
+        curv = curv.index_put((b["stat"].to(dev),), nu * nu / var)
+    fisher = (jac / nu) @ jac.T + torch.diag(curv)
+    if b["embed"] is not None:
+        fisher = b["fixed_full"].to(dev).index_put(b["embed"], fisher, accumulate=True)
+    chol, chol_ok = cholesky_ok(fisher)
+    ok = (label_ok & _soft_ok(y) & (count[:n_p] > 0).all() & (sumw[:n_p] > 0).all() & (nu > 0).all() & chol_ok
+          & torch.isfinite(fisher).all())
+    if analysis._alt_slots:
+        alt = torch.tensor(analysis._alt_slots, device=dev)
+        ok = ok & (count[alt] > 0).all() & (sumw[alt] > 0).all()
+    if not bool(ok):  # the one host synchronisation of the checks
+        _diagnose(analysis, b, labels, y, count, sumw, nom, nu, fisher)
+    loss = poi_block(chol, b["pois"], analysis.loss)
     if return_fisher:
         return loss, fisher, list(b["names"])
     return loss
 
 
-def _kind(n: Any) -> str:
-    k = getattr(n, "kind", None)
-    if k is not None:
-        return k
-    return "transform" if getattr(n, "has_transform", False) else "inputs"
+def _shifts(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor, labels: Tensor, slot: Tensor,
+            wd: Optional[Tensor], weights: Dict[str, Tensor], y: Tensor, yd: Tensor, calls: Optional[list],
+            hist: Tensor, sumw: Tensor, scale: Tensor, fused: bool) -> Optional[Tensor]:
+    """The derivative templates of the histosys terms (T, bins), in counts per unit of the
+    parameter, in the order of ``b['terms']``."""
+    if not b["terms"]:
+        return None
+    n_p, n_bins = len(analysis.processes), y.shape[1]
+    dev = y.device
+    d: Dict[Tuple[int, str], Tensor] = {}  # (process index, nuisance) -> sum_e w_e dy_e/dtheta
+    # exact: every group of processes with the same transform nuisances at once
+    for procs_g, names in analysis._transform_groups:
+        local = torch.full((analysis._n_slots,), -1, dtype=torch.long, device=dev)
+        local[list(procs_g)] = torch.arange(len(procs_g), device=dev)
+        rows = (local[slot] >= 0).nonzero().squeeze(-1)
+        pidx = local[slot[rows]]
+        a = (torch.ones(len(rows), dtype=x.dtype, device=dev) if wd is None else wd[rows].to(x.dtype)).unsqueeze(0)
+        trans = [(analysis.nuisance[n].transform, analysis.nuisance[n].nominal) for n in names]
+        sums = _transform_sums(net, x, rows, trans, a, pidx, len(procs_g), calls, fused)
+        for k, n in enumerate(names):
+            for j, p in enumerate(procs_g):
+                d[(p, n)] = sums[k, j].to(DTYPE)
+    # up/down inputs: one forward pass for all of them
+    ud = [(p, n) for p, n in b["term_index"] if analysis._kinds[n] == "inputs"]
+    if ud:
+        parts, sizes = [], []
+        for p, n in ud:
+            r = (slot == p).nonzero().squeeze(-1)
+            up, dn = analysis.nuisance[n].up_down(x[r])
+            parts += [up, dn]
+            sizes.append(len(r))
+        out = net(torch.cat(parts)).to(DTYPE)
+        pos = 0
+        for (p, n), m in zip(ud, sizes):
+            r = (slot == p).nonzero().squeeze(-1)
+            wr = None if wd is None else wd[r].unsqueeze(-1)
+            hu, hd = out[pos:pos + m], out[pos + m:pos + 2 * m]
+            pos += 2 * m
+            d[(p, n)] = 0.5 * ((hu - hd).sum(0) if wr is None else (wr * (hu - hd)).sum(0))
+    shifts = []
+    for p, n in b["term_index"]:
+        kind = analysis._kinds[n]
+        nz = analysis.nuisance[n]
+        if kind == "weights":
+            wu, wdn = (_weight_column(weights, k, len(x), n) for k in (nz.up, nz.down))
+            dw = torch.where(slot == p, (wu - wdn).to(DTYPE), 0.0)
+            s = 0.5 * (dw.unsqueeze(-1) * yd).sum(0)
+        elif kind == "alt":
+            su, sd = (analysis._slot_of[lab] for lab in nz.labels)
+            s = 0.5 * (hist[su] / sumw[su] - hist[sd] / sumw[sd]) * sumw[p]
+        else:
+            s = d[(p, n)]
+        shifts.append(scale[p] * s)
+    return torch.stack(shifts)
 
 
-def _identity_at_nominal(n: Any) -> bool:
-    t = getattr(n, "transform", None)
-    is_id = getattr(t, "is_identity", None)
-    return bool(is_id(n.nominal)) if callable(is_id) else False
+def _transform_sums(net: nn.Module, x: Tensor, rows: Tensor, trans: List[Tuple[Any, float]], a: Tensor,
+                    pidx: Tensor, n_proc: int, calls: Optional[list], fused: bool) -> Tensor:
+    """(K, n_proc, bins) sums of the output tangents of the transform nuisances ``trans``."""
+    xr = x[rows]
+    if calls is not None:
+        leaves = tg.leaves_of(net)
+        i0 = tg.split_stage(leaves)
+        stage = nn.Sequential(*leaves[:i0]) if i0 else None
+        tan = tg.input_tangents(trans, xr, stage)
+        return tg.propagate(leaves[i0:], calls[i0:], rows, tan, a, pidx, n_proc, fused)
+    tg.check_deterministic(net)
+    tan = tg.input_tangents(trans, xr, net)  # any module: forward mode through all of it
+    return tg.weighted_sums(tan.dense(xr), a, pidx, n_proc)
+
+
+def _diagnose(analysis: Analysis, b: Dict[str, Any], labels: Tensor, y: Tensor, count: Tensor, sumw: Tensor,
+              nom: Tensor, nu: Tensor, fisher: Tensor) -> None:
+    """Raise the error that names what is wrong with a batch whose checks failed."""
+    procs = analysis.processes
+    known = torch.isin(labels, torch.tensor(list(analysis._slot_of), device=labels.device))
+    if not bool(known.all()):
+        bad = sorted(set(labels[~known].tolist()))
+        raise ValueError(f"events with labels {bad[:10]} belong to no process (process labels "
+                         f"{[p.label for p in procs]}, alternative samples {sorted(analysis._alt_labels)})")
+    _diagnose_outputs(y)
+    for j, p in enumerate(procs):
+        if float(count[j]) == 0:
+            raise ValueError(f"the batch has no events of process {p.name!r} (label {p.label}): every batch "
+                             "must contain every process (shuffle the data or use larger batches)")
+        if not float(sumw[j]) > 0:
+            raise ValueError(f"the summed weight of process {p.name!r} in the batch is {float(sumw[j]):.6g}: it "
+                             "must be > 0 (negative weights are allowed, but not a non-positive total)")
+    for lab in sorted(analysis._alt_labels):
+        s = analysis._slot_of[lab]
+        if float(count[s]) == 0 or not float(sumw[s]) > 0:
+            name = next(n.name for n in analysis.nuisances if lab in getattr(n, "labels", ()))
+            raise ValueError(f"the batch has no events of the alternative sample {lab} of nuisance {name!r}"
+                             + ("" if float(count[s]) == 0 else f" with a positive summed weight ({float(sumw[s]):.6g})"))
+    if not bool((nu > 0).all()):
+        i = int((nu <= 0).nonzero()[0])
+        if float(nu[i]) == 0 and not bool((nom < 0).any()):
+            raise ValueError(f"bin {i} of the learned channel is empty (expected count 0): without a floor "
+                             f"(eps={analysis.eps}) every bin needs events; use eps > 0")
+        worst = int(nom[:, i].argmin())
+        raise ValueError(f"bin {i} of the learned channel has expected count {float(nu[i]):.6g} <= 0 (process "
+                         f"{procs[worst].name!r} contributes {float(nom[worst, i]):.6g}): negative weights "
+                         "must not make a bin's total negative")
+    names = b["names"]
+    if not bool(torch.isfinite(fisher).all()):
+        raise FisherError(f"the Fisher information is not finite:\n{fisher.detach().cpu().numpy()}")
+    ev = torch.linalg.eigvalsh(fisher.detach()).cpu().numpy()
+    raise FisherError(
+        f"the Fisher information of ({', '.join(names)}) is not positive definite, or numerically singular "
+        f"(eigenvalues {ev}): a free parameter that does not change the expected counts, or "
+        "parameters whose effects are degenerate, leave the POI variance undefined; constrain "
+        f"them or remove them.\nFisher information:\n{fisher.detach().cpu().numpy()}")
 
 
 def _weight_column(weights: Mapping[str, Tensor], key: str, n: int, name: str) -> Tensor:

@@ -9,8 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ..loss.approx import ApproxInferno
-from ..loss.exact import Inferno
+from ..compat.two_process import ApproxInferno, Inferno
 from ..nuisance import ColumnTransform, Constraint, Nuisance, RateNuisance, ShapeNuisance, shift_feature
 from . import BENCHMARKS, PAPER_B, PAPER_L, PAPER_R, PAPER_S, paper_syst_transform
 

@@ -1,0 +1,197 @@
+"""The one fast INFERNO path against slow, obviously correct references.
+
+* the loss and its gradient equal the slow reference (tests/reference_loss.py: one
+  torch.func.jvp per nuisance and process through the whole network, the compiled Model's
+  Jacobian) on the 3-process analysis with every nuisance kind, a control region, MC
+  statistics, several POIs and every loss kind, for every way the loss can be called;
+* the tangents of every supported layer, of a layer without a rule, of a parameter-free input
+  stage and of an arbitrary module equal central finite differences;
+* the fused node and the autograd rules give the same sums and gradients.
+"""
+import pytest
+import torch
+from torch import nn
+
+from inferno import VariableSoftmax, shift_feature
+from inferno.loss import InfernoLoss, inferno_loss
+from inferno.loss import tangents as tg
+from inferno.model_wrapper import ModelWrapper
+
+from reference_loss import reference_loss
+from test_loss import _analysis, _batch, _net
+
+F64 = torch.float64
+
+
+def _grads(loss, net):
+    net.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+
+
+def _callback_loss(analysis, net, x, lab, w, weights, tangents):
+    cb = InfernoLoss(analysis, tangents=tangents)
+    wr = ModelWrapper(net)
+    cb.set_wrapper(wr)
+    cb._install()
+    try:
+        wr.x, wr.y, wr.w, wr.state, wr.extras = x, lab, w, "train", weights
+        cb.on_batch_begin()
+        wr.y_pred = net(wr.x)
+        cb.on_forwards_end()
+        return wr.loss_val
+    finally:
+        cb._release()
+
+
+@pytest.mark.parametrize("mc_stat", [False, True])
+@pytest.mark.parametrize("kind,pois", [("variance", ("mu",)), ("trace", ("mu", "k_tt")), ("logdet", ("mu", "k_tt"))])
+def test_every_call_equals_the_slow_reference(kind, pois, mc_stat):
+    analysis = _analysis(loss=kind, pois=pois, mc_stat=mc_stat)
+    net = _net()
+    x, lab, w, weights = _batch()
+    ref = reference_loss(analysis, net, x, lab, w, weights=weights)
+    g_ref = _grads(ref, net)
+    with tg.Recorder(net) as rec:
+        rec.arm()
+        y = net(x)
+        recorded = inferno_loss(analysis, net, x, lab, w, weights=weights, outputs=y, recorder=rec)
+    calls = {
+        "own forward": lambda: inferno_loss(analysis, net, x, lab, w, weights=weights),
+        "outputs + recorder": lambda: recorded,
+        "outputs, forward mode": lambda: inferno_loss(analysis, net, x, lab, w, weights=weights, outputs=net(x)),
+        **{f"callback {t}": (lambda t=t: _callback_loss(analysis, net, x, lab, w, weights, t))
+           for t in ("auto", "layers", "forward")},
+    }
+    for name, call in calls.items():
+        loss = call()
+        assert float(loss) == pytest.approx(float(ref), rel=1e-10), name
+        g = _grads(loss, net)
+        assert float((g - g_ref).norm() / g_ref.norm()) < 1e-7, name
+
+
+class _Wrapped(nn.Module):
+    """An arbitrary module (not a plain Sequential): forward mode through all of it."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_arbitrary_module_equals_the_slow_reference():
+    analysis = _analysis(pois=("mu", "k_tt"), loss="trace")
+    net = _net()
+    x, lab, w, weights = _batch()
+    ref = reference_loss(analysis, net, x, lab, w, weights=weights)
+    g_ref = _grads(ref, net)
+    wrapped = _Wrapped(net)
+    for loss in (inferno_loss(analysis, wrapped, x, lab, w, weights=weights),
+                 _callback_loss(analysis, wrapped, x, lab, w, weights, "auto")):
+        assert float(loss) == pytest.approx(float(ref), rel=1e-10)
+        assert float((_grads(loss, net) - g_ref).norm() / g_ref.norm()) < 1e-7
+    with pytest.raises(ValueError, match="plain nn.Sequential"):
+        _callback_loss(analysis, wrapped, x, lab, w, weights, "layers")
+
+
+# ------------------------------------------------------------------------ tangents of layers
+class _Features(nn.Module):
+    """A parameter-free input stage (like a feature layer): derived features."""
+
+    def forward(self, x):
+        r = torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2 + 1.0)
+        return torch.stack([r, torch.atan2(x[:, 1], x[:, 0]), torch.where(x[:, 2] > 0, x[:, 2], 0.5 * x[:, 2]),
+                            x[:, 0] / r], 1)
+
+
+def _scale(x, v):  # a generic (non-column) transform: a scale of two columns, nominal 1
+    return torch.cat([x[:, :2] * v, x[:, 2:]], 1)
+
+
+_LAYERS = {
+    "relu": nn.ReLU(), "leaky": nn.LeakyReLU(0.1), "elu": nn.ELU(), "gelu": nn.GELU(), "silu": nn.SiLU(),
+    "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "softplus": nn.Softplus(), "identity": nn.Identity(),
+    "hardtanh": nn.Hardtanh(), "dropout-eval": nn.Dropout(0.3).eval(), "layernorm (no rule)": nn.LayerNorm(8),
+}
+
+
+def _nets():
+    for name, act in _LAYERS.items():
+        torch.manual_seed(0)
+        yield name, nn.Sequential(nn.Linear(3, 8), act, nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 5),
+                                  VariableSoftmax(0.5)).double()
+    torch.manual_seed(1)
+    yield "input stage + softmax", nn.Sequential(_Features(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5),
+                                                 nn.Softmax(dim=1)).double()
+    torch.manual_seed(2)
+    yield "nested, shared activation", nn.Sequential(nn.Sequential(nn.Linear(3, 8), nn.ReLU()), nn.Linear(8, 8),
+                                                     nn.ReLU(), nn.Linear(8, 5), VariableSoftmax(0.2)).double()
+
+
+def _tangent_sums(net, x, transforms, a, pidx, n_proc, fused=True):
+    leaves = tg.leaves_of(net)
+    with tg.Recorder(net) as rec:
+        rec.arm()
+        y = net(x)
+        calls = rec.collect(y, x)
+    assert calls is not None
+    i0 = tg.split_stage(leaves)
+    stage = nn.Sequential(*leaves[:i0]) if i0 else None
+    tan = tg.input_tangents(transforms, x, stage)
+    return tg.propagate(leaves[i0:], calls[i0:], torch.arange(len(x)), tan, a, pidx, n_proc, fused)
+
+
+def _fd_sums(f, x, transforms, a, pidx, n_proc, h=1e-6):
+    out = []
+    with torch.no_grad():
+        for t, v0 in transforms:
+            s = [tg.weighted_sums(f(t(x, torch.tensor(v0 + e, dtype=F64)))[None], a, pidx, n_proc)[0]
+                 for e in (h, -h)]
+            out.append((s[0] - s[1]) / (2 * h))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name,net", list(_nets()), ids=[n for n, _ in _nets()])
+def test_layer_tangents_equal_finite_differences(name, net):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(60, 3, generator=g, dtype=F64)
+    a = (0.5 + torch.rand(60, generator=g, dtype=F64))[None]
+    pidx = torch.randint(3, (60,), generator=g)
+    for transforms in ([(shift_feature(0), 0.0), (shift_feature(2), 0.0)], [(shift_feature(1), 0.0), (_scale, 1.0)]):
+        fd = _fd_sums(net, x, transforms, a, pidx, 3)
+        for fused in (True, False):
+            got = _tangent_sums(net, x, transforms, a, pidx, 3, fused)
+            torch.testing.assert_close(got, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_arbitrary_module_tangents_equal_finite_differences():
+    torch.manual_seed(3)
+    net = _Wrapped(nn.Sequential(_Features(), nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4), nn.Softmax(1)).double())
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(50, 3, generator=g, dtype=F64)
+    a = torch.ones(1, 50, dtype=F64)
+    pidx = torch.zeros(50, dtype=torch.long)
+    transforms = [(shift_feature(0), 0.0), (_scale, 1.0)]
+    got = tg.weighted_sums(tg.input_tangents(transforms, x, net).dense(x), a, pidx, 1)
+    torch.testing.assert_close(got, _fd_sums(net, x, transforms, a, pidx, 1), rtol=1e-6, atol=1e-8)
+
+
+def test_fused_node_and_autograd_rules_have_the_same_gradient():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 16), nn.LeakyReLU(0.05), nn.Linear(16, 6),
+                        VariableSoftmax(0.3)).double()
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(80, 3, generator=g, dtype=F64)
+    a = (0.5 + torch.rand(80, generator=g, dtype=F64))[None]
+    pidx = torch.randint(2, (80,), generator=g)
+    probe = torch.randn(2, 2, 6, generator=g, dtype=F64)
+    for transforms in ([(shift_feature(0), 0.0), (shift_feature(2), 0.0)], [(_scale, 1.0)]):
+        grads = []
+        for fused in (True, False):
+            net.zero_grad()
+            s = _tangent_sums(net, x, transforms, a, pidx, 2, fused)
+            (s * probe[:len(s)]).sum().backward()
+            grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
