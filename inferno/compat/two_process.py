@@ -75,7 +75,6 @@ class _TwoProcess(InfernoLoss):
                 raise ValueError(f"nuisance {n.name!r} ({type(n).__name__}, on {n.targets}): the two-group callbacks "
                                  "take ShapeNuisance/RateNuisance on 's', 'b' or 'both'; for processes, weight "
                                  "variations and alternative samples use inferno.loss.Analysis")
-        self.last_hessian: Optional[Tensor] = None
         super().__init__(self._build_analysis(), tangents=getattr(self, "_tangent_mode", "auto"))
         self.param_names = ("mu",) + tuple(n.name for n in self.nuisances)
 
@@ -119,18 +118,24 @@ class _TwoProcess(InfernoLoss):
             return
         if wr.y is None:
             raise ValueError("INFERNO needs targets y: 1 for signal events, 0 for background")
-        y = wr.y.reshape(-1)
-        if not bool(((y == 0) | (y == 1)).all()):
-            raise ValueError("y must be 1 (signal) or 0 (background) for every event")
-        super().on_forwards_end()
-        self._old_units()
+        try:
+            super().on_forwards_end()
+        except ValueError as e:
+            if str(e).startswith("events with labels"):
+                raise ValueError("y must be 1 (signal) or 0 (background) for every event") from None
+            raise
 
-    def _old_units(self) -> None:
+    @property
+    def last_hessian(self) -> Optional[Tensor]:
+        """The Fisher information of the latest batch in the parameters ``(mu, *nuisances)``, in
+        their old units (float64, detached)."""
+        if self.last_fisher is None:
+            return None
         names = self.analysis.names
         idx = [names.index(p) for p in self.param_names]
         d = torch.tensor([1.0 / self._scale[p] for p in self.param_names], dtype=torch.float64)
         h = self.last_fisher[idx][:, idx]
-        self.last_hessian = h * torch.outer(d, d).to(h.device)
+        return h * torch.outer(d, d).to(h.device)
 
     def _install(self) -> None:
         plain = leaves_of(self.wrapper.model) is not None
@@ -158,10 +163,10 @@ class _TwoProcess(InfernoLoss):
             return wr.loss_val
         finally:
             self._release()
-            last, fisher = self.last_hessian, self.last_fisher
+            fisher = self.last_fisher
             self.__dict__.clear()
             self.__dict__.update(saved)
-            self.last_hessian, self.last_fisher = last, fisher
+            self.last_fisher = fisher
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(nuisances={list(self.nuisances)}, mu_true={self.mu_true}, b_true={self.b_true})"

@@ -224,6 +224,11 @@ class Analysis:
             if names:
                 groups.setdefault(names, []).append(j)
         self._transform_groups = [(tuple(ps), list(names)) for names, ps in groups.items()]
+        self._group_local = []
+        for ps, _ in self._transform_groups:
+            local = torch.full((self._n_slots,), -1, dtype=torch.long)
+            local[list(ps)] = torch.arange(len(ps))
+            self._group_local.append(local)
         self._transforms = [n for n in self.nuisances if self._kinds[n.name] == "transform"]
         self._identity = all(_identity_at_nominal(n) for n in self._transforms)
 
@@ -355,6 +360,22 @@ class Analysis:
                  embed=embed, fixed_full=fixed_full)
         self._built[n_bins] = b
         return b
+
+    def _constants(self, n_bins: int, device: torch.device) -> Dict[str, Any]:
+        """The constants of :class:`~inferno.loss.fisher.AsimovPoiLoss` on ``device`` (cached)."""
+        b = self._build(n_bins)
+        key = ("constants", str(device))
+        k = b.get(key)
+        if k is None:
+            mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+            k = dict(F=mv(b["F"]), A=mv(b["A"]), h_a=mv(b["h_a"]), h_j=mv(b["h_j"]), curv=mv(b["curv"]),
+                     stat=mv(b["stat"]), fixed_full=mv(b["fixed_full"]), pois=b["pois"], kind=self.loss,
+                     embed=None if b["embed"] is None else tuple(mv(t) for t in b["embed"]))
+            E = torch.zeros(len(b["names"]), len(b["pois"]), dtype=b["F"].dtype)
+            E[b["pois"], torch.arange(len(b["pois"]))] = 1.0
+            k["E"] = E.to(device)
+            b[key] = k
+        return k
 
     @property
     def names(self) -> List[str]:

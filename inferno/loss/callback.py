@@ -56,7 +56,7 @@ class InfernoLoss(AbsCallback):
         self.last_fisher: Optional[Tensor] = None
         self.param_names = analysis.names
         self._recorder: Optional[Recorder] = None
-        self._x_loader: Optional[Tensor] = None
+        self._saved = None
 
     def on_train_begin(self) -> None:
         if self.wrapper.loss_func is not None:
@@ -84,11 +84,15 @@ class InfernoLoss(AbsCallback):
         wr = self.wrapper
         if wr.state not in ("train", "valid"):
             return
+        self._saved = None
+        if wr.y is None:
+            return
+        an = self.analysis
         if self._recorder is not None:
             self._recorder.arm()
-        if not self.analysis._identity and wr.y is not None:
-            x_in = self.analysis._nominal_inputs(wr.x, wr.y.reshape(-1).long())
-            self._x_loader, wr.x = wr.x, x_in
+        if not an._identity:
+            self._saved = wr.x
+            wr.x = an._nominal_inputs(wr.x, wr.y.reshape(-1).long())
 
     def on_forwards_end(self) -> None:
         wr = self.wrapper
@@ -96,20 +100,24 @@ class InfernoLoss(AbsCallback):
             return
         if wr.y is None:
             raise ValueError(f"{type(self).__name__} needs the process label of every event as the targets y")
-        labels, w = _check_batch(wr.x, wr.y, wr.w)
-        calls = None if self._recorder is None else self._recorder.collect(wr.y_pred, wr.x)
-        if self.tangent_mode == "layers" and calls is None and self.analysis._transforms:
-            raise ValueError("tangents='layers': the recorded activations do not match the network output "
-                             "(was the model called on wrapper.x, once?)")
-        extras = getattr(wr, "extras", None) or {}
         try:
+            labels, w = _check_batch(wr.x, wr.y, wr.w)
+            calls = None if self._recorder is None else self._recorder.collect(wr.y_pred, wr.x)
+            if self.tangent_mode == "layers" and calls is None and self.analysis._transforms:
+                raise ValueError("tangents='layers': the recorded activations do not match the network output "
+                                 "(was the model called on wrapper.x, once?)")
+            extras = getattr(wr, "extras", None) or {}
             loss, fisher, _ = _loss(self.analysis, wr.model, wr.x, labels, w, dict(extras), wr.y_pred, calls, True,
                                     fused=self.tangent_mode == "auto")
         finally:
-            if self._x_loader is not None:
-                wr.x, self._x_loader = self._x_loader, None
+            self._give_back()
         self.last_fisher = fisher.detach()
         wr.loss_val = loss
+
+    def _give_back(self) -> None:
+        """The loader's inputs back (a transform not the identity at its nominal value changed them)."""
+        if self._saved is not None:
+            self.wrapper.x, self._saved = self._saved, None
 
     def __repr__(self) -> str:
         return f"InfernoLoss({self.analysis!r})"

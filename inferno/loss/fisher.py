@@ -91,3 +91,85 @@ def poi_loss(fisher: Tensor, poi: Sequence[int], kind: str = "variance", names: 
             "parameters whose effects are degenerate, leave the POI variance undefined; constrain "
             f"them or remove them.\nFisher information:\n{fisher.detach().cpu().numpy()}")
     return poi_block(chol, poi, kind, which)
+
+
+def _asimov(nom: Tensor, shifts: Tensor, var: Tensor, k: dict) -> Tuple[Tensor, ...]:
+    """The forward computation of :class:`AsimovPoiLoss` (differentiable with autograd too)."""
+    F = k["F"]
+    nu = (F * nom).sum(0)
+    jac = (k["A"] * nom).sum(1)
+    if shifts.numel():
+        jac = jac.index_add(0, k["h_a"], F[k["h_j"]] * shifts)
+    curv = k["curv"]
+    if var.numel():
+        curv = curv.index_put((k["stat"],), nu * nu / var)
+    fisher = (jac / nu) @ jac.T + torch.diag(curv)
+    if k["embed"] is not None:
+        fisher = k["fixed_full"].index_put(k["embed"], fisher, accumulate=True)
+    chol, ok = cholesky_ok(fisher)
+    ok = ok & (nu > 0).all() & torch.isfinite(fisher).all()
+    E = k["E"]  # the columns of the POIs
+    U = torch.cholesky_solve(E, chol)  # I^-1 E
+    V = E.T @ U
+    kind = k["kind"]
+    loss = V[0, 0] if kind == "variance" else (V.diagonal().sum() if kind == "trace" else torch.logdet(V))
+    return loss, fisher, ok, nu, jac, U, V
+
+
+class AsimovPoiLoss(torch.autograd.Function):
+    r"""The loss of one batch from the learned channel's soft counts, as one autograd node with
+    an analytic backward (a few dozen numbers: autograd's bookkeeping would cost more than the
+    arithmetic).
+
+    Inputs: ``nom`` (n_processes, N) the nominal counts, ``shifts`` (T, N) the histosys
+    derivative templates (or an empty tensor), ``var`` (N,) the MC-statistics variance (or
+    an empty tensor), ``k`` the constants of :meth:`Analysis._constants`. With
+    :math:`\nu = \sum_p F_p \nu^0_p`, :math:`J = \sum_p A_p \nu^0_p` plus :math:`F_{p(t)} s_t`
+    on the histosys rows and :math:`I = J\,\mathrm{diag}(1/\nu)J^\top + \mathrm{diag}(c)` (the
+    MC-statistics factors' :math:`c_i = \nu_i^2/\sigma_i^2`), embedded with the fixed channels'
+    block, the backward of :math:`L(I)` is :math:`G = \partial L/\partial I` (:math:`-uu^\top`
+    for a variance, :math:`u = I^{-1}e`), :math:`\partial L/\partial J = 2 G J/\nu`,
+    :math:`\partial L/\partial\nu_i = -(J^\top G J)_{ii}/\nu_i^2 + 2 G_{s_i s_i}\nu_i/\sigma_i^2`.
+    A backward that builds a graph (``create_graph=True``) differentiates :func:`_asimov` with
+    autograd instead. Returns the loss, the Fisher information and the check flag (the last two
+    not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, nom: Tensor, shifts: Tensor, var: Tensor, k: dict):  # type: ignore[override]
+        loss, fisher, ok, nu, jac, U, V = _asimov(nom, shifts, var, k)
+        ctx.k = k
+        ctx.save_for_backward(nom, shifts, var, nu, jac, U, V)
+        ctx.mark_non_differentiable(fisher, ok)
+        return loss, fisher, ok
+
+    @staticmethod
+    def backward(ctx, g: Tensor, _g_fisher: Tensor, _g_ok: Tensor):  # type: ignore[override]
+        nom, shifts, var, nu, jac, U, V = ctx.saved_tensors
+        k = ctx.k
+        if torch.is_grad_enabled():  # higher derivatives: autograd through the same computation
+            inputs = [t for t, need in zip((nom, shifts, var), ctx.needs_input_grad) if need]
+            loss = _asimov(nom, shifts, var, k)[0]
+            grads = iter(torch.autograd.grad(loss, inputs, g, create_graph=True, allow_unused=True))
+            return (*[next(grads) if need else None for need in ctx.needs_input_grad[:3]], None)
+        kind = k["kind"]
+        if kind == "variance":
+            G = -torch.outer(U[:, 0], U[:, 0])
+        elif kind == "trace":
+            G = -U @ U.T
+        else:
+            G = -U @ torch.linalg.solve(V, U.T)
+        PL = jac.shape[0]
+        G = (g * G)[:PL, :PL]
+        GJ = G @ jac
+        g_jac = 2.0 * GJ / nu
+        g_nu = -(jac * GJ).sum(0) / (nu * nu)
+        g_var = None
+        if var.numel():
+            gs = G.diagonal()[k["stat"]]
+            g_nu = g_nu + gs * 2.0 * nu / var
+            g_var = -gs * nu * nu / (var * var)
+        F = k["F"]
+        g_nom = (k["A"] * g_jac.unsqueeze(1)).sum(0) + F * g_nu
+        g_shifts = g_jac[k["h_a"]] * F[k["h_j"]] if ctx.needs_input_grad[1] else None
+        return g_nom, g_shifts, g_var, None

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from . import tangents as tg
 from .analysis import Analysis
-from .fisher import FisherError, cholesky_ok, poi_block
+from .fisher import AsimovPoiLoss, FisherError
 
 __all__ = ["inferno_loss", "soft_outputs_check"]
 
@@ -72,8 +72,9 @@ def _check_shape(y: Tensor) -> None:
 
 
 def _soft_ok(y: Tensor, tol: float = 1e-3) -> Tensor:
+    """Rows sum to 1 and no output is below -tol (NaN and inf fail both comparisons)."""
     yd = y.detach()
-    return torch.isfinite(yd).all() & ((yd.sum(1) - 1).abs() <= tol).all() & (yd >= -tol).all()
+    return ((yd.sum(1) - 1).abs().max() <= tol) & (yd.min() >= -tol)
 
 
 def _diagnose_outputs(y: Tensor, tol: float = 1e-3) -> None:
@@ -163,11 +164,10 @@ def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Opti
     n_slots = analysis._n_slots
     yd = y.to(DTYPE)
     wd = None if w is None else w.to(DTYPE)
-    ones = torch.ones(len(labels), dtype=DTYPE, device=dev)
-    wv = ones if wd is None else wd
-    sumw = torch.zeros(n_slots, dtype=DTYPE, device=dev).index_add_(0, slot, wv)
-    count = torch.zeros(n_slots, dtype=DTYPE, device=dev).index_add_(0, slot, ones)
-    hist = torch.zeros(n_slots, n_bins, dtype=DTYPE, device=dev).index_add(0, slot, yd * wv.unsqueeze(-1))
+    count = torch.bincount(slot, minlength=n_slots).to(DTYPE)
+    sumw = count if wd is None else torch.bincount(slot, wd, minlength=n_slots)
+    hist = torch.zeros(n_slots, n_bins, dtype=DTYPE, device=dev).index_add(0, slot, yd if wd is None else
+                                                                         yd * wd.unsqueeze(-1))
     c = 1.0 / (1.0 + n_bins * analysis.eps)
     expected = b["expected"].to(dev)
     scale = expected * c / sumw[:n_p]  # counts per unit of weighted output
@@ -175,30 +175,21 @@ def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Opti
     if analysis.negative == "clip":  # a process's negative-weight fluctuation floored per bin
         nom = torch.maximum(nom, (expected * c * analysis.eps).unsqueeze(-1))
     shifts = _shifts(analysis, b, net, x, labels, slot, wd, weights, y, yd, calls, hist, sumw, scale, fused)
-    F, A = b["F"].to(dev), b["A"].to(dev)
-    nu = (F * nom).sum(0)
-    jac = (A * nom).sum(1)
-    if shifts is not None:
-        jac = jac.index_add(0, b["h_a"].to(dev), F[b["h_j"].to(dev)] * shifts)
-    curv = b["curv"].to(dev)
+    var = torch.zeros(0, dtype=DTYPE, device=dev)
     if analysis.mc_stat:
         n_mc = b["n_mc"].to(dev)
         w2 = torch.zeros(n_p, n_bins, dtype=DTYPE, device=dev).index_add(
-            0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), (yd * wv.unsqueeze(-1)) ** 2, 0.0))
+            0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), (yd if wd is None else
+                                                                                 yd * wd.unsqueeze(-1)) ** 2, 0.0))
         var = ((scale ** 2 * count[:n_p] / n_mc).unsqueeze(-1) * w2).sum(0)
-        curv = curv.index_put((b["stat"].to(dev),), nu * nu / var)
-    fisher = (jac / nu) @ jac.T + torch.diag(curv)
-    if b["embed"] is not None:
-        fisher = b["fixed_full"].to(dev).index_put(b["embed"], fisher, accumulate=True)
-    chol, chol_ok = cholesky_ok(fisher)
-    ok = (label_ok & _soft_ok(y) & (count[:n_p] > 0).all() & (sumw[:n_p] > 0).all() & (nu > 0).all() & chol_ok
-          & torch.isfinite(fisher).all())
-    if analysis._alt_slots:
-        alt = torch.tensor(analysis._alt_slots, device=dev)
-        ok = ok & (count[alt] > 0).all() & (sumw[alt] > 0).all()
+    k = analysis._constants(n_bins, dev)
+    loss, fisher, fisher_ok = AsimovPoiLoss.apply(nom, shifts if shifts is not None else var[:0], var, k)
+    # every process and alternative sample present with a positive summed weight (count >= 1 for a
+    # positive sum), labels known, soft outputs, positive counts, a positive definite Fisher information
+    ok = label_ok & _soft_ok(y) & (sumw.min() > 0) & fisher_ok
     if not bool(ok):  # the one host synchronisation of the checks
+        nu = (k["F"] * nom.detach()).sum(0)
         _diagnose(analysis, b, labels, y, count, sumw, nom, nu, fisher)
-    loss = poi_block(chol, b["pois"], analysis.loss)
     if return_fisher:
         return loss, fisher, list(b["names"])
     return loss
@@ -215,12 +206,11 @@ def _shifts(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor, la
     dev = y.device
     d: Dict[Tuple[int, str], Tensor] = {}  # (process index, nuisance) -> sum_e w_e dy_e/dtheta
     # exact: every group of processes with the same transform nuisances at once
-    for procs_g, names in analysis._transform_groups:
-        local = torch.full((analysis._n_slots,), -1, dtype=torch.long, device=dev)
-        local[list(procs_g)] = torch.arange(len(procs_g), device=dev)
+    for g, (procs_g, names) in enumerate(analysis._transform_groups):
+        local = analysis._group_local[g].to(dev)  # slot -> index in the group, -1 outside
         rows = (local[slot] >= 0).nonzero().squeeze(-1)
         pidx = local[slot[rows]]
-        a = (torch.ones(len(rows), dtype=x.dtype, device=dev) if wd is None else wd[rows].to(x.dtype)).unsqueeze(0)
+        a = (torch.ones(len(pidx), dtype=x.dtype, device=dev) if wd is None else wd[rows].to(x.dtype)).unsqueeze(0)
         trans = [(analysis.nuisance[n].transform, analysis.nuisance[n].nominal) for n in names]
         sums = _transform_sums(net, x, rows, trans, a, pidx, len(procs_g), calls, fused)
         for k, n in enumerate(names):

@@ -254,7 +254,9 @@ class _ChainTangents(torch.autograd.Function):
             W0, W1 = weights[0], weights[1]
             bt = W1.unsqueeze(0) * W0.index_select(1, cols).t().unsqueeze(1)  # (K, h1, h0)
             D0 = D[0] if D[0] is not None else o.new_ones(m, W0.shape[0])
-            P = torch.matmul(D0.unsqueeze(0), bt.transpose(1, 2))  # (K, m, h1)
+            P = o.new_empty(bt.shape[0], m, W1.shape[0])  # (K, m, h1)
+            for j in range(bt.shape[0]):
+                torch.mm(D0, bt[j].t(), out=P[j])
             start = 2
         else:
             t = spec["dense"]
@@ -263,16 +265,18 @@ class _ChainTangents(torch.autograd.Function):
             start = 1
         for j in range(start, n_lin):
             if D[j - 1] is not None:
-                P = P * D[j - 1]
+                P.mul_(D[j - 1])  # P is a fresh product
             ins[j] = P
             P = torch.matmul(P, weights[j].t())
         Z = P  # (K, m, bins)
-        S = (Z * o).sum(-1, keepdim=True)
-        Y = (Z - S) * o * spec["inv_t"]
-        a, pidx = spec["a"], spec["pidx"]
-        out = o.new_zeros(Y.shape[0], spec["n_proc"], o.shape[1]).index_add_(1, pidx, Y * a.unsqueeze(-1))
+        OZ = Z * o
+        S = OZ.sum(-1, keepdim=True)
+        # per process and nuisance: sum_e W_kpe o_e (Z_ke - S_ke) / T, W the rows' weights by process
+        W = _process_weights(spec, Z.shape[0], m, o)  # (K, P, m)
+        out = torch.bmm(W, OZ).sub_(torch.bmm(W * S.transpose(1, 2), o.expand(Z.shape[0], -1, -1)))
+        out.mul_(spec["inv_t"])
         ctx.spec, ctx.start, ctx.ins, ctx.weights = spec, start, ins, weights
-        ctx.save_for_backward(o, Z, S)
+        ctx.save_for_backward(o, Z, S, W)
         return out
 
     @staticmethod
@@ -280,10 +284,10 @@ class _ChainTangents(torch.autograd.Function):
         if torch.is_grad_enabled():  # a hand-written backward: never silently wrong higher derivatives
             raise RuntimeError("the fused INFERNO tangents have first derivatives only; for higher-order "
                                "derivatives (create_graph=True) use InfernoLoss(analysis, tangents='layers')")
-        o, Z, S = ctx.saved_tensors
+        o, Z, S, W = ctx.saved_tensors
         spec, start, ins, weights = ctx.spec, ctx.start, ctx.ins, ctx.weights
         D = spec["D"]
-        gY = g.index_select(1, spec["pidx"]) * spec["a"].unsqueeze(-1) * spec["inv_t"]  # (K, m, bins)
+        gY = torch.bmm(W.transpose(1, 2), g).mul_(spec["inv_t"])  # (K, m, bins)
         R = (gY * o).sum(-1, keepdim=True)
         gZ = (gY - R) * o
         g_o = None
@@ -301,7 +305,9 @@ class _ChainTangents(torch.autograd.Function):
             W0, W1 = weights[0], weights[1]
             cols = spec["cols"]
             D0 = D[0] if D[0] is not None else o.new_ones(o.shape[0], W0.shape[0])
-            N = torch.matmul(G.transpose(1, 2), D0)  # (K, h1, h0)
+            N = o.new_empty(G.shape[0], W1.shape[0], W0.shape[0])  # (K, h1, h0)
+            for j in range(G.shape[0]):
+                torch.mm(G[j].t(), D0, out=N[j])
             w0c = W0.index_select(1, cols).t()  # (K, h0)
             g1 = (N * w0c.unsqueeze(1)).sum(0)
             grads[1] = g1 if grads[1] is None else grads[1] + g1
@@ -310,6 +316,16 @@ class _ChainTangents(torch.autograd.Function):
             t = ins[0]
             grads[0] = G.reshape(-1, G.shape[-1]).t() @ t.reshape(-1, t.shape[-1])
         return (g_o, None, *grads)
+
+
+def _process_weights(spec: Dict[str, Any], K: int, m: int, like: Tensor) -> Tensor:
+    """(K, n_proc, m): the weight of every row in its process's sum, per nuisance."""
+    a, pidx, n_proc = spec["a"], spec["pidx"], spec["n_proc"]
+    if n_proc == 1:
+        return a.to(like.dtype).unsqueeze(1).expand(K, 1, m)
+    onehot = torch.zeros(n_proc, m, dtype=like.dtype, device=like.device)
+    onehot[pidx, torch.arange(m, device=like.device)] = 1.0
+    return onehot.unsqueeze(0) * a.to(like.dtype).unsqueeze(1).expand(K, 1, m)
 
 
 def weighted_sums(t: Tensor, a: Tensor, pidx: Tensor, n_proc: int) -> Tensor:
