@@ -44,6 +44,7 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.loss.fisher", "the Fisher information and the POI loss"),
     ("inferno.loss.callback", "the loss as a callback"),
     ("inferno.loss.tangents", "the nuisances' tangents through the network"),
+    ("inferno.loss.chain", "the fused node of the tangents of Linear/ReLU/softmax bodies"),
     ("inferno.compat.two_process", "the two-process callbacks of pytorch_inferno over the one loss"),
     ("inferno.templates", "from a trained network to the analysis' Model"),
     ("inferno.readers", "ROOT and parquet input, streamed"),

@@ -88,7 +88,7 @@ class BenchConfig:
     fractions: Tuple[float, float] = (0.7, 0.3)
     models: Tuple[str, ...] = MODELS
     epochs: int = 40
-    inferno_epochs: int = 40
+    inferno_epochs: int = 120
     bs: int = 4000
     bins: int = 10
     hidden: int = 100
