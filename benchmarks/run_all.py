@@ -1,7 +1,10 @@
 """Run every benchmark script in this folder, one after the other (by hand, not in CI).
 
-Picks up every ``bench_*.py``: bench_inferno.py (INFERNO epoch), bench_loop.py (ModelWrapper
-vs a bare loop), bench_profile.py (batched profile-likelihood scan vs a loop over points).
+Picks up every ``bench_*.py``: bench_loss.py (the one INFERNO loss against BCE, paper and
+H->tautau problems, one and two threads, memory, pytorch_inferno: the targets of issue 16),
+bench_likelihood.py (profile scans against pyhf, toys),
+bench_loop.py (ModelWrapper vs a bare loop), bench_profile.py (batched profile-likelihood scan vs
+a loop over points).
 Run with ``OMP_NUM_THREADS=1`` for the small-tensor benchmarks.
 """
 import subprocess
