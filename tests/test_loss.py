@@ -1,7 +1,7 @@
 """The INFERNO loss on an Analysis (inferno.loss), against independent computations:
 
-* on the paper's two-process problem it equals the fused exact-INFERNO callback (loss and
-  gradient in the network's weights) and its autograd-Hessian path;
+* on the paper's two-process problem it equals the two-process callback Inferno (a builder of
+  the same loss with the signal yield as its POI: loss x 50^2) with both of its strategies;
 * with several processes, a control region, weight variations, alternative samples, up/down
   inputs and MC statistics, it equals the POI variance of a concrete likelihood Model built
   from the same soft histograms as numbers (the inverse Hessian of an Asimov fit);

@@ -15,7 +15,6 @@ from torch import nn
 from inferno import VariableSoftmax, shift_feature
 from inferno.loss import InfernoLoss, inferno_loss
 from inferno.loss import tangents as tg
-from inferno.model_wrapper import ModelWrapper
 
 from reference_loss import reference_loss
 from test_loss import _analysis, _batch, _net
@@ -30,18 +29,7 @@ def _grads(loss, net):
 
 
 def _callback_loss(analysis, net, x, lab, w, weights, tangents):
-    cb = InfernoLoss(analysis, tangents=tangents)
-    wr = ModelWrapper(net)
-    cb.set_wrapper(wr)
-    cb._install()
-    try:
-        wr.x, wr.y, wr.w, wr.state, wr.extras = x, lab, w, "train", weights
-        cb.on_batch_begin()
-        wr.y_pred = net(wr.x)
-        cb.on_forwards_end()
-        return wr.loss_val
-    finally:
-        cb._release()
+    return InfernoLoss(analysis, tangents=tangents).loss_on(net, x, lab, w, weights)
 
 
 @pytest.mark.parametrize("mc_stat", [False, True])

@@ -145,29 +145,6 @@ class _TwoProcess(InfernoLoss):
             self.tangent_mode = "layers" if plain else "forward"
         super()._install()
 
-    def loss_on(self, model: nn.Module, x: Tensor, y: Tensor, w: Optional[Tensor] = None) -> Tensor:
-        """The INFERNO loss of ``model`` on one batch, outside a training loop (e.g. to
-        evaluate a trained network, or in tests)."""
-        from ..model_wrapper import ModelWrapper
-
-        wr = ModelWrapper(model)
-        saved = dict(self.__dict__)
-        self._recorder = None
-        self.set_wrapper(wr)
-        wr.x, wr.y, wr.w, wr.state = x.to(wr.device), y.to(wr.device), None if w is None else w.to(wr.device), "valid"
-        try:
-            self._install()
-            self.on_batch_begin()
-            wr.y_pred = model(wr.x)
-            self.on_forwards_end()
-            return wr.loss_val
-        finally:
-            self._release()
-            fisher = self.last_fisher
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            self.last_fisher = fisher
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(nuisances={list(self.nuisances)}, mu_true={self.mu_true}, b_true={self.b_true})"
 

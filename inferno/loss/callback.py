@@ -14,9 +14,9 @@ batch before the forward pass (and the loader's inputs are given back after the 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..callback import AbsCallback
 from .analysis import Analysis
@@ -118,6 +118,32 @@ class InfernoLoss(AbsCallback):
         """The loader's inputs back (a transform not the identity at its nominal value changed them)."""
         if self._saved is not None:
             self.wrapper.x, self._saved = self._saved, None
+
+    def loss_on(self, model: nn.Module, x: Tensor, y: Tensor, w: Optional[Tensor] = None,
+                extras: Optional[Dict[str, Tensor]] = None) -> Tensor:
+        """The loss of ``model`` on one batch, outside a training loop (e.g. to evaluate a
+        trained network), as this callback computes it in ``fit``; the callback's state in a
+        training loop is left as it was (``last_fisher`` is this batch's)."""
+        from ..model_wrapper import ModelWrapper
+
+        wr = ModelWrapper(model)
+        saved = dict(self.__dict__)
+        self._recorder = None
+        self.set_wrapper(wr)
+        wr.x, wr.y, wr.w, wr.state = x.to(wr.device), y.to(wr.device), None if w is None else w.to(wr.device), "valid"
+        wr.extras = {k: v.to(wr.device) for k, v in (extras or {}).items()}
+        try:
+            self._install()
+            self.on_batch_begin()
+            wr.y_pred = model(wr.x)
+            self.on_forwards_end()
+            return wr.loss_val
+        finally:
+            self._release()
+            fisher = self.last_fisher
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            self.last_fisher = fisher
 
     def __repr__(self) -> str:
         return f"InfernoLoss({self.analysis!r})"
