@@ -25,7 +25,7 @@ paper: $(VENV)/.installed  ## the full reproduction (hours on 2 cores)
 	$(VENV)/bin/inferno-paper --out docs/results
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/run_all.py
+	$(PY) speed/run_all.py
 
 clean:
 	rm -rf $(VENV) *.egg-info paper_results_quick

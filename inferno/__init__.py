@@ -3,28 +3,31 @@
 The front door: the names a user needs, imported explicitly. The packages behind it:
 
 * :mod:`inferno.likelihood` -- the statistical model (HistFactory) and every measurement on it;
-* :mod:`inferno.loss` -- the INFERNO loss on an analysis' model, and the two-process callbacks;
+* :mod:`inferno.loss` -- the INFERNO loss of an analysis;
 * :mod:`inferno.nuisance` -- what a systematic does to events;
 * :mod:`inferno.data`, :mod:`inferno.model_wrapper`, :mod:`inferno.callback` -- training;
 * :mod:`inferno.templates`, :mod:`inferno.readers`, :mod:`inferno.histograms`,
   :mod:`inferno.export`, :mod:`inferno.plotting` -- templates, file formats, ONNX, figures;
-* :mod:`inferno.inference`, :mod:`inferno.interp` -- the pytorch_inferno-style measurement API;
-* :mod:`inferno.paper` -- the paper's toy problem; :mod:`inferno.benchmarks` -- a generated
-  H -> tau tau-like search.
+* :mod:`inferno.compat` -- the pytorch_inferno-style names (two-process callbacks, the
+  measurement API of ``inferno.inference``, ``inferno.interp``), importable from their old paths;
+* :mod:`inferno.paper` -- the paper's toy problem and the ``inferno-paper`` command;
+  :mod:`inferno.htautau` -- a generated H -> tau tau-like search and ``inferno-bench``.
 
 See ``docs/`` for the user guide.
 """
+import sys as _sys
+
 from ._version import __version__
 from . import compat, likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
 from .callback import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
                        OneCycle, PredHandler, ProgressBar, SaveBest)
 from .data import DataPair, DataSet, WeightedDataLoader, to_tensor
-from .inference import (CoverageResult, FitResult, ProfileResult, bin_preds, calc_nll, calc_profile,
+from .compat.inference import (CoverageResult, FitResult, ProfileResult, bin_preds, calc_nll, calc_profile,
                         check_coverage, fit_mle, generate_toys, get_interval, get_likelihood_width,
                         get_paper_syst_shapes, get_shape, get_syst_shapes, nll_offset, paper_model, pyhf_model,
                         PYHF_INTERP_CODES,
                         sample_global_obs, to_pyhf_workspace)
-from .interp import INTERP_CODES, interp_deltas, interp_derivatives, interp_shape
+from .compat.interp import INTERP_CODES, interp_deltas, interp_derivatives, interp_shape
 from .likelihood import ConvergenceWarning
 from .compat import ApproxInferno, Inferno, InfernoPred
 from .loss import Analysis, InfernoLoss, Process, inferno_loss
@@ -62,3 +65,5 @@ __all__ = [
     # subpackages
     "likelihood", "loss", "plotting",
 ]
+
+compat._install_aliases(_sys.modules[__name__])  # inferno.inferno, inferno.inference, ... (pytorch_inferno's paths)

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from inferno.benchmarks import analysis as ba
-from inferno.benchmarks import htautau as hb
-from inferno.benchmarks import run as br
-from inferno.benchmarks.run import BenchConfig, parse_args, run
+from inferno.htautau import analysis as ba
+from inferno import htautau as hb
+from inferno.htautau import run as br
+from inferno.htautau.run import BenchConfig, parse_args, run
 from inferno.likelihood import from_pyhf, profile
 
 TINY = dict(seed=3, n_events=3000, n_test=6000, epochs=2, inferno_epochs=2, bs=1000, bins=4, hidden=16, toys=20,

@@ -1,4 +1,4 @@
-"""Tests of the event generator of the H -> tau tau-like benchmark (inferno.benchmarks.htautau):
+"""Tests of the event generator of the H -> tau tau-like benchmark (inferno.htautau):
 reproducibility, the energy-scale transforms (which features they move, agreement with
 regenerating the events at the shifted scale, exact derivatives), the weights (cross
 section x luminosity, negative weights, the tau-ID variations) and basic physics sanity."""
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inferno.benchmarks import htautau as hb
+from inferno import htautau as hb
 
 N = {"htautau": 3000, "ztautau": 3000, "ttbar": 3000, "diboson": 2000}
 TAU_PROCS = ["htautau", "ztautau", "ttbar", "diboson"]

@@ -11,8 +11,8 @@ import torch
 from scipy.optimize import brentq, minimize
 
 from inferno import ModelWrapper
-from inferno import cli
-from inferno.cli import ReproConfig, parse_args, run
+from inferno.paper import cli, study
+from inferno.paper.cli import ReproConfig, parse_args, run
 from inferno.paper import analytical_widths, optimal_classifier, paper_syst_transform, sample_background
 
 
@@ -68,13 +68,13 @@ def test_end_to_end_sanity(tiny_run):
 # ----------------------------------------------------------------------------- baselines
 def test_optimal_net_matches_numpy_classifier():
     x = sample_background(2000, seed=1).astype(np.float32)
-    ours = cli._optimal_net()(torch.as_tensor(x)).detach().numpy()[:, 0]
+    ours = study._optimal_net()(torch.as_tensor(x)).detach().numpy()[:, 0]
     np.testing.assert_allclose(ours, optimal_classifier(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
 
 
 def test_templates_of_optimal_classifier_match_direct_histograms():
-    x_sig, x_bkg = cli._test_set(20_000)
-    t = cli.model_templates(ModelWrapper(cli._optimal_net()), "prob", 10, x_sig, x_bkg)
+    x_sig, x_bkg = study._test_set(20_000)
+    t = study.model_templates(ModelWrapper(study._optimal_net()), "prob", 10, x_sig, x_bkg)
     edges = np.linspace(0, 1, 11)
 
     def hist(x):
@@ -110,7 +110,7 @@ def test_benchmark0_width_closed_form():
 
     f = lambda s: nll(s) - nll(50.0) - 0.5  # noqa: E731
     lo, hi = brentq(f, 0.0, 50.0, xtol=1e-12), brentq(f, 50.0, 150.0, xtol=1e-12)
-    assert cli.profile_width(t, 0) == pytest.approx((hi - lo) / 2, rel=1e-5)
+    assert study.profile_width(t, 0) == pytest.approx((hi - lo) / 2, rel=1e-5)
 
 
 def _code2(a, nom, up, dw):
@@ -129,7 +129,7 @@ def test_benchmark4_constraints_in_physical_units():
     minimised by scipy: at s = s_hat +/- width the profiled NLL has risen by 0.5."""
     t = _templates(3)
     n = 50 * t["f_s_nom"] + 1000 * t["f_b_nom"]
-    width = cli.profile_width(t, 4)
+    width = study.profile_width(t, 4)
 
     def nll(theta, s):
         r, lam, b = theta
@@ -194,12 +194,12 @@ def test_quick_defaults_and_overrides(tmp_path):
 
 def test_benchmark_model_mapping():
     t = _templates()
-    kw0, kw2, kw4 = (cli.benchmark_model(t, k) for k in (0, 2, 4))
+    kw0, kw2, kw4 = (study.benchmark_model(t, k) for k in (0, 2, 4))
     assert "f_b_up" not in kw0 and "b_norm_aux" not in kw0
     assert kw2["f_b_up"].shape == (2, 10) and kw2["shape_aux"] == [None, None]
     assert [d.stddev.item() for d in kw4["shape_aux"]] == [2.0, 2.0]  # 0.4 / 0.2 and 1 / 0.5
     assert kw4["b_norm_aux"][0].stddev.item() == 100.0
-    kw1 = cli.benchmark_model(t, 1)
+    kw1 = study.benchmark_model(t, 1)
     np.testing.assert_array_equal(kw1["f_b_up"], t["f_b_up"][[0]])  # r only
 
 

@@ -18,7 +18,7 @@ import inferno
 from inferno import (AbsCallback, DataPair, DataSet, ModelWrapper, ProgressBar, RateNuisance,
                      SaveBest, ShapeNuisance, WeightedDataLoader, calc_nll, calc_profile,
                      check_coverage, fit_mle, to_pyhf_workspace)
-from inferno import cli
+from inferno.paper import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAM = functools.partial(torch.optim.Adam, lr=1e-2)

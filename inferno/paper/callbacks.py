@@ -11,7 +11,9 @@ from torch.distributions import Distribution
 
 from ..compat.two_process import ApproxInferno, Inferno
 from ..nuisance import ColumnTransform, Constraint, Nuisance, RateNuisance, ShapeNuisance, shift_feature
-from . import BENCHMARKS, PAPER_B, PAPER_L, PAPER_R, PAPER_S, paper_syst_transform
+from .limits import BENCHMARKS
+from .problem import PAPER_B, PAPER_L, PAPER_R, PAPER_S
+from .systematics import paper_syst_transform
 
 __all__ = ["PaperInferno", "ApproxPaperInferno", "paper_inferno"]
 

@@ -14,7 +14,7 @@ from ..data import DataPair, DataSet, WeightedDataLoader
 from ..loss import InfernoLoss
 from ..model_wrapper import ModelWrapper
 from ..nn import VariableSoftmax
-from . import htautau as hb
+from .. import htautau as hb
 from .analysis import to_dataset
 from .report import MODELS, SUMMARIES
 

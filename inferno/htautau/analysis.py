@@ -1,12 +1,12 @@
 r"""The statistical analysis of the :math:`H \to \tau\tau`-like benchmark
-(:mod:`inferno.benchmarks.htautau`): an :class:`~inferno.loss.Analysis` with every kind of
+(:mod:`inferno.htautau`): an :class:`~inferno.loss.Analysis` with every kind of
 systematic the package supports, its control region, and the events as
 :class:`~inferno.data.DataSet` objects split into training, validation and test samples.
 
 Regions
 -------
 
-The events are split by the b-tag of their jets (:func:`~inferno.benchmarks.htautau.control_region`):
+The events are split by the b-tag of their jets (:func:`~inferno.htautau.control_region`):
 
 * the **signal region** (no b-tagged jet): the *learned* channel, whose bins are the
   outputs of the network (INFERNO) or of a binned classifier; about 99% of the signal,
@@ -31,7 +31,7 @@ parameter           what                                                        
 ``lumi``            ``Lumi``, 2%, on htautau, ztautau, diboson (and ttbar when   N(1, 0.02)
                     its normalisation is not free)
 ``tes``             tau energy scale, 3% per unit: ``ShapeNuisance`` with the    N(0, 1)
-                    exact transform :class:`~inferno.benchmarks.htautau.EnergyScale`
+                    exact transform :class:`~inferno.htautau.EnergyScale`
                     ``('tau')`` of the primary objects, on every process
 ``jes``             jet energy scale, 4% per unit, likewise (``EnergyScale('jet')``)  N(0, 1)
 ``tau_id``          tau identification efficiency (3-10%, rising with pT):       N(0, 1)
@@ -48,8 +48,8 @@ re-binned, the alternative ttbar samples as a shape, the rates as above.
 
 Example::
 
-    from inferno.benchmarks import htautau as hb
-    from inferno.benchmarks.analysis import prepare
+    from inferno import htautau as hb
+    from inferno.htautau.analysis import prepare
 
     prob = prepare(hb.generate(20_000, seed=1), hb.generate(50_000, seed=2), seed=1, mc_stat=True)
     prob.analysis            # the Analysis (learned signal region + fixed control region)
@@ -69,7 +69,7 @@ from ..likelihood import Channel, HistoSys, Model, Sample, StatError
 from ..likelihood.modifiers import Lumi, Modifier, NormFactor, NormSys
 from ..loss import Analysis, Process
 from ..nuisance import AltSampleNuisance, ShapeNuisance, WeightNuisance
-from . import htautau as hb
+from .. import htautau as hb
 
 __all__ = ["SYSTEMATICS", "CR_FEATURE", "CR_EDGES", "WEIGHT_EXTRAS", "POI_BOUNDS", "HTauTauProblem",
            "select", "split_events", "to_dataset", "region_yields", "control_region_model",
@@ -90,7 +90,7 @@ _EVENT_KEYS = ("primary", "features", "label") + hb.WEIGHT_COLUMNS
 
 # ----------------------------------------------------------------------------- events
 def select(events: Mapping[str, np.ndarray], mask: np.ndarray) -> Dict[str, np.ndarray]:
-    """The events of ``mask`` (every column of :func:`~inferno.benchmarks.htautau.generate`)."""
+    """The events of ``mask`` (every column of :func:`~inferno.htautau.generate`)."""
     return {k: np.asarray(events[k])[mask] for k in _EVENT_KEYS}
 
 
@@ -127,7 +127,7 @@ def split_events(events: Mapping[str, np.ndarray], fractions: Sequence[float] = 
 
 def to_dataset(events: Mapping[str, np.ndarray]) -> DataSet:
     """A :class:`~inferno.data.DataSet` of the events: ``x`` the primary objects (the network's
-    first layer is :class:`~inferno.benchmarks.htautau.FeatureLayer`), ``y`` the sample labels,
+    first layer is :class:`~inferno.htautau.FeatureLayer`), ``y`` the sample labels,
     ``w`` the weights, ``extras`` the tau-ID up/down weight columns (:data:`WEIGHT_EXTRAS`)."""
     _check_events(events)
     return DataSet(events["primary"], events["label"], events["weight"],

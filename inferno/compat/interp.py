@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .likelihood.interpolation import additive, check_code
+from ..likelihood.interpolation import additive, check_code
 
 __all__ = ["interp_deltas", "interp_shape", "interp_derivatives", "INTERP_CODES"]
 

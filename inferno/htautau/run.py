@@ -1,10 +1,10 @@
 r"""``inferno-bench``: BCE vs multiclass vs INFERNO on the :math:`H \to \tau\tau`-like benchmark,
-end to end (also ``python -m inferno.benchmarks``).
+end to end (also ``python -m inferno.htautau``).
 
-On the same generated events (:mod:`inferno.benchmarks.htautau`; the analysis of
-:mod:`inferno.benchmarks.analysis`: a learned signal region and a ttbar control region,
+On the same generated events (:mod:`inferno.htautau`; the analysis of
+:mod:`inferno.htautau.analysis`: a learned signal region and a ttbar control region,
 every kind of systematic) the command trains three networks on the primary objects (first
-layer :class:`~inferno.benchmarks.htautau.FeatureLayer`, then the same MLP with two hidden
+layer :class:`~inferno.htautau.FeatureLayer`, then the same MLP with two hidden
 layers), each keeping the weights of its best validation epoch:
 
 * ``bce``: a classifier, signal vs all backgrounds (binary cross-entropy, the signal and the
@@ -57,10 +57,10 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..cli import _git_commit, _HelpFormatter, _unwritable
+from ..paper.cli import _git_commit, _HelpFormatter, _unwritable
 from ..likelihood import fit, get_interval, profile
 from ..templates import analysis_model
-from . import htautau as hb
+from .. import htautau as hb
 from .analysis import SYSTEMATICS, WEIGHT_EXTRAS, prepare
 from .report import (MODELS, ONE_SIGMA, SUMMARIES, fig_coverage, fig_features, fig_profiles, fig_templates,
                      fig_training, results_markdown, results_table)
@@ -378,7 +378,7 @@ def truth_counts(model, summary: nn.Module, prob, shift: float, truth: str = "mo
     ``truth='model'``: the model's own prediction, ``model.expected`` at ``tes = shift`` (the
     histosys interpolation, linear beyond +-1), negative counts (a template extrapolated
     below 0 in a nearly empty bin) set to 0. ``truth='exact'``: the events themselves moved
-    by the exact transform (:class:`~inferno.benchmarks.htautau.EnergyScale`) and binned
+    by the exact transform (:class:`~inferno.htautau.EnergyScale`) and binned
     again, in the signal region (``summary`` on the test events) and the control region (all
     events): what the detector would give, so that the interpolation's accuracy is tested too.
     """

@@ -14,7 +14,7 @@ writes the numbers); the targets are
   background, constraints 0.4 and 1, background rate 1000 +- 100). Target general <= 2.2x bce.
   The two INFERNO losses are compared once on one batch (general x 50^2 = paper_inferno: the POI
   is a signal strength there, the signal yield here);
-* H->tautau problem (``inferno.benchmarks``, 20k events per sample, StratifiedLoader batch 4000,
+* H->tautau problem (``inferno.htautau``, 20k events per sample, StratifiedLoader batch 4000,
   the networks and the Analysis of ``inferno-bench``: tes, jes, tau_id, ttbar_model, MC
   statistics, control region): ``bce`` and ``inferno``. Target inferno <= 4x bce;
 * ``--memory``: peak RSS increase over one INFERNO epoch and one BCE epoch on the H->tautau
@@ -30,7 +30,7 @@ writes the numbers); the targets are
   scipy, matplotlib, seaborn) in a subprocess. Target:
   general >= 40x faster. Adds about 2.5 min per thread count (a ~30 s epoch, 1 + repeats times).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loss.py [--repeats 3] [--threads 1 2] [--memory]
+    OMP_NUM_THREADS=1 .venv/bin/python speed/bench_loss.py [--repeats 3] [--threads 1 2] [--memory]
         [--pytorch-inferno PATH] [--pi-python /tmp/pi_venv/bin/python] [--json out.json]
 """
 from __future__ import annotations
@@ -54,10 +54,10 @@ from torch import nn
 from torch.distributions import Normal
 
 from inferno import DataPair, DataSet, ModelWrapper, PaperInferno, VariableSoftmax, WeightedDataLoader
-from inferno.benchmarks import htautau as hb
-from inferno.benchmarks.analysis import prepare, to_dataset
-from inferno.benchmarks.run import BenchConfig
-from inferno.benchmarks.summaries import StratifiedLoader, _classifier_dataset, build_net
+from inferno import htautau as hb
+from inferno.htautau.analysis import prepare, to_dataset
+from inferno.htautau.run import BenchConfig
+from inferno.htautau.summaries import StratifiedLoader, _classifier_dataset, build_net
 from inferno.likelihood import NormFactor
 from inferno.loss import Analysis, InfernoLoss, Process
 from inferno.nuisance import ShapeNuisance, shift_feature

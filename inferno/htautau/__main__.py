@@ -1,4 +1,4 @@
-"""``python -m inferno.benchmarks``: the ``inferno-bench`` command (:mod:`inferno.benchmarks.run`)."""
+"""``python -m inferno.htautau``: the ``inferno-bench`` command (:mod:`inferno.htautau.run`)."""
 import sys
 
 from .run import main

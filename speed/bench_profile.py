@@ -14,7 +14,7 @@ compared (the minima too), and the two must give the same NLL values.
 
 Targets (issue 3): the batched scan at least 50x faster than the loop, and under 0.1 s.
 
-    python benchmarks/bench_profile.py [--repeats 7] [--inner 5] [--code 2] [--threads 1] [--single-start] [--strict]
+    python speed/bench_profile.py [--repeats 7] [--inner 5] [--code 2] [--threads 1] [--single-start] [--strict]
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import torch
 
-from . import htautau as hb
+from .. import htautau as hb
 
 #: the trained networks
 MODELS: Tuple[str, ...] = ("bce", "multiclass", "inferno")

@@ -1,5 +1,5 @@
 r"""Vectorised relativistic kinematics in numpy, for the event generators of
-:mod:`inferno.benchmarks`.
+:mod:`inferno.htautau`.
 
 A four-momentum is a :class:`P4`: four float64 arrays of shape ``(n,)``,
 :math:`(E, p_x, p_y, p_z)` in GeV (one contiguous array per component, which keeps every

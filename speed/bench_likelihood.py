@@ -45,9 +45,9 @@ numpy's OpenBLAS threads under pyhf) lose most to the contention; for a single-t
 comparison of both sides run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
 Results on one machine: ``docs/performance.md``.
 
-    python benchmarks/bench_likelihood.py [--quick] [--repeats 5] [--inner 5] [--n-toys 1000] [--chunk 100]
+    python speed/bench_likelihood.py [--quick] [--repeats 5] [--inner 5] [--n-toys 1000] [--chunk 100]
         [--toy-threads N] [--skip-tight] [--skip-toys] [--strict]
-    python benchmarks/bench_likelihood.py --toys-only --chunk 200 --toy-threads 1   # one setting of (b)
+    python speed/bench_likelihood.py --toys-only --chunk 200 --toy-threads 1   # one setting of (b)
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Both loops see the same pre-loaded tensors, batch size 2000, a 3-100-100-1 ReLU 
 Adam; the wrapper runs with its default LossTracker and a (quiet) progress bar. Epochs are
 interleaved and the median over repeats is compared. Target: ratio <= 1.3.
 
-    python benchmarks/bench_loop.py [--repeats 7] [--threads N]
+    python speed/bench_loop.py [--repeats 7] [--threads N]
 """
 from __future__ import annotations
 
