@@ -34,8 +34,8 @@ API_MD = ROOT / "docs" / "api.md"
 #: (module, one-line description) in the order of the reference.
 MODULES: List[Tuple[str, str]] = [
     ("inferno.data", "data sets and batching"),
-    ("inferno.model_wrapper", "the training loop"),
-    ("inferno.callback", "callbacks"),
+    ("inferno.training.wrapper", "the training loop"),
+    ("inferno.training.callbacks", "callbacks"),
     ("inferno.nuisance", "describing nuisance parameters"),
     ("inferno.nn", "layers"),
     ("inferno.loss", "the INFERNO loss (public names)"),
@@ -47,7 +47,7 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.loss.chain", "the fused node of the tangents of Linear/ReLU/softmax bodies"),
     ("inferno.compat.two_process", "the two-process callbacks of pytorch_inferno over the one loss"),
     ("inferno.templates", "from a trained network to the analysis' Model"),
-    ("inferno.readers", "ROOT and parquet input, streamed"),
+    ("inferno.data.readers", "ROOT and parquet input, streamed"),
     ("inferno.export", "ONNX export of a trained summary"),
     ("inferno.histograms", "hist templates and channel plots"),
     ("inferno.paper.callbacks", "the INFERNO callbacks of the paper's problem"),

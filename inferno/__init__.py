@@ -5,8 +5,8 @@ The front door: the names a user needs, imported explicitly. The packages behind
 * :mod:`inferno.likelihood` -- the statistical model (HistFactory) and every measurement on it;
 * :mod:`inferno.loss` -- the INFERNO loss of an analysis;
 * :mod:`inferno.nuisance` -- what a systematic does to events;
-* :mod:`inferno.data`, :mod:`inferno.model_wrapper`, :mod:`inferno.callback` -- training;
-* :mod:`inferno.templates`, :mod:`inferno.readers`, :mod:`inferno.histograms`,
+* :mod:`inferno.data`, :mod:`inferno.training.wrapper`, :mod:`inferno.training.callbacks` -- training;
+* :mod:`inferno.templates`, :mod:`inferno.data.readers`, :mod:`inferno.histograms`,
   :mod:`inferno.export`, :mod:`inferno.plotting` -- templates, file formats, ONNX, figures;
 * :mod:`inferno.compat` -- the pytorch_inferno-style names (two-process callbacks, the
   measurement API of ``inferno.inference``, ``inferno.interp``), importable from their old paths;
@@ -19,7 +19,7 @@ import sys as _sys
 
 from ._version import __version__
 from . import compat, likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
-from .callback import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
+from .training.callbacks import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
                        OneCycle, PredHandler, ProgressBar, SaveBest)
 from .data import DataPair, DataSet, WeightedDataLoader, to_tensor
 from .compat.inference import (CoverageResult, FitResult, ProfileResult, bin_preds, calc_nll, calc_profile,
@@ -31,7 +31,7 @@ from .compat.interp import INTERP_CODES, interp_deltas, interp_derivatives, inte
 from .likelihood import ConvergenceWarning
 from .compat import ApproxInferno, Inferno, InfernoPred
 from .loss import Analysis, InfernoLoss, Process, inferno_loss
-from .model_wrapper import ModelWrapper
+from .training.wrapper import ModelWrapper
 from .nn import VariableSoftmax
 from .nuisance import (AltSampleNuisance, ColumnTransform, Nuisance, RateNuisance, ShapeNuisance, WeightNuisance,
                        constraint_curvature, scale_feature, shift_feature)

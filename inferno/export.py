@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .model_wrapper import ModelWrapper, _atomic_write
+from .training.wrapper import ModelWrapper, _atomic_write
 
 __all__ = ["export_onnx", "predict_onnx", "DEFAULT_OPSET"]
 
@@ -120,7 +120,7 @@ def export_onnx(model: Union[nn.Module, ModelWrapper], path: Union[str, Path], n
             ``(batch, n_bins)``.
         FileNotFoundError: the folder of ``path`` does not exist.
     """
-    from .data import _check_count
+    from .data.dataset import _check_count
 
     onnx = _require("onnx")
     if isinstance(model, ModelWrapper):

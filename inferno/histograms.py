@@ -6,7 +6,7 @@ squared weights (``variances()``), the MC statistical uncertainty of the templat
 
 * :func:`to_hist` / :func:`from_hist`: one template from/to ``(values, variances)``;
 * :func:`to_hists`: the ``{(process, variation): (sumw, sumw2)}`` of
-  :func:`inferno.readers.fill_histograms` (templates streamed through large files) as
+  :func:`inferno.data.readers.fill_histograms` (templates streamed through large files) as
   histograms;
 * :func:`model_to_hists`: every template of a channel of an
   :class:`~inferno.likelihood.Model` (e.g. :func:`~inferno.templates.analysis_model`'s):
@@ -98,7 +98,7 @@ def from_hist(h: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 def to_hists(counts: Mapping[Key, Tuple[Any, Any]], edges: Any = None, axis_name: str = "bin",
              axis_label: str = "bin") -> Dict[Key, Any]:
     """``{(process, variation): (sumw, sumw2)}`` (e.g. from
-    :func:`inferno.readers.fill_histograms`) as ``{(process, variation): hist.Hist}``, named by
+    :func:`inferno.data.readers.fill_histograms`) as ``{(process, variation): hist.Hist}``, named by
     the process and labelled by the variation."""
     out = {}
     for key, pair in counts.items():
@@ -167,7 +167,7 @@ def channel_from_hists(hists: Mapping[Key, Any], channel: str, stat_error: Optio
 
     Args:
         hists: the histograms; the samples are named by strings (give
-            :func:`~inferno.readers.fill_histograms` its ``names``), in order of appearance.
+            :func:`~inferno.data.readers.fill_histograms` its ``names``), in order of appearance.
         channel: the channel's name.
         stat_error: the name of a ``StatError`` modifier to add to every sample, with
             :math:`\sigma` the square roots of its nominal variances (MC statistics); None:

@@ -351,7 +351,7 @@ def get_shape(data: Any, bins: Union[int, ArrayLike], weights: Any = None, floor
 
 
 def _predict_bins(wrapper: Any, x: Tensor, bins: Union[int, ArrayLike], mod: Any, pred_cb: Any, bs: int) -> np.ndarray:
-    from .callback import AbsCallback
+    from .training.callbacks import AbsCallback
 
     if mod is None:
         preds = wrapper.predict(x, pred_cb=pred_cb, bs=bs)

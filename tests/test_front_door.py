@@ -43,3 +43,21 @@ def test_import_loads_no_optional_dependency():
             "'pyhf', 'matplotlib') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_old_module_paths_are_the_new_modules():
+    """The pytorch_inferno-style module paths (and the package's earlier ones) import the modules
+    that now hold the names, in a fresh interpreter (import statements, not attribute access)."""
+    from inferno.compat import MODULE_ALIASES
+    for old, new in MODULE_ALIASES.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+        assert not (ROOT / (old.replace(".", "/") + ".py")).exists(), f"{old} is an alias, not a file"
+    code = ("from inferno.inferno import PaperInferno, VariableSoftmax\n"
+            "from inferno.inference import calc_profile\nfrom inferno.interp import interp_shape\n"
+            "from inferno.pyhf import to_pyhf_workspace\nfrom inferno.model_wrapper import ModelWrapper\n"
+            "from inferno.callback import AbsCallback\nfrom inferno.readers import read_root\n"
+            "import inferno.inference, inferno.callback\n"
+            "assert inferno.inference.calc_profile is calc_profile and inferno.callback.AbsCallback is AbsCallback\n"
+            "assert ModelWrapper.__module__ == 'inferno.training.wrapper'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

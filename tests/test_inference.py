@@ -10,12 +10,12 @@ from torch import nn
 from torch.distributions import Normal, StudentT
 from torch.autograd.functional import hessian, jacobian
 
-from inferno.callback import PredHandler
+from inferno.training.callbacks import PredHandler
 from inferno.inference import (
     ConvergenceWarning, bin_preds, calc_nll, calc_profile, check_coverage, fit_mle, generate_toys,
     get_interval, get_likelihood_width, get_paper_syst_shapes, get_shape, get_syst_shapes, paper_model, sample_global_obs,
 )
-from inferno.model_wrapper import ModelWrapper
+from inferno.training.wrapper import ModelWrapper
 
 F64 = torch.float64
 MU_TRUE, B_TRUE = 50.0, 1000.0

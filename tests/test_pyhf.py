@@ -33,7 +33,7 @@ from torch.distributions import Gamma, Normal
 pyhf = pytest.importorskip("pyhf")
 
 from inferno.inference import calc_nll, calc_profile, generate_toys, get_paper_syst_shapes, get_shape  # noqa: E402
-from inferno.model_wrapper import ModelWrapper  # noqa: E402
+from inferno.training.wrapper import ModelWrapper  # noqa: E402
 from inferno.pyhf import nll_offset, pyhf_model, to_pyhf_workspace  # noqa: E402
 
 F64 = torch.float64

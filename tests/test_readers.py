@@ -1,4 +1,4 @@
-"""inferno.readers: ROOT (uproot) and parquet (pyarrow) into DataSets, whole or in chunks, the
+"""inferno.data.readers: ROOT (uproot) and parquet (pyarrow) into DataSets, whole or in chunks, the
 streamed templates, and the errors for bad input. Every file is written here, in tmp_path."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from inferno.data import DataSet  # noqa: E402
-from inferno.readers import (fill_histograms, iter_parquet, iter_root, predict_in_chunks,  # noqa: E402
+from inferno.data.readers import (fill_histograms, iter_parquet, iter_root, predict_in_chunks,  # noqa: E402
                              read_parquet, read_root)
 
 N = 203  # not a multiple of the chunk sizes used
@@ -210,7 +210,7 @@ def test_root_to_templates_to_hist_to_plot_round_trip(per_process, tmp_path):
 
 
 def test_predict_in_chunks_takes_a_wrapper_and_restores_train_mode(root_file):
-    from inferno.model_wrapper import ModelWrapper
+    from inferno.training.wrapper import ModelWrapper
 
     path, _ = root_file
     net = tiny_net()
@@ -355,7 +355,7 @@ def test_missing_pyarrow_says_which_extra(parquet_files, monkeypatch):
 
 
 def test_import_inferno_loads_no_optional_dependency():
-    code = ("import sys, inferno, inferno.readers, inferno.histograms; "
+    code = ("import sys, inferno, inferno.data.readers, inferno.histograms; "
             "print(sorted(m for m in ('uproot', 'awkward', 'pyarrow', 'hist', 'mplhep') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

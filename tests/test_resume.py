@@ -24,7 +24,7 @@ from torch.optim import lr_scheduler as L
 
 from inferno import (AbsCallback, DataPair, DataSet, EarlyStopping, LossTracker, ModelWrapper, SaveBest,
                      WeightedDataLoader)
-from inferno.callback import Checkpoint, LRScheduler, OneCycle
+from inferno.training.callbacks import Checkpoint, LRScheduler, OneCycle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ from torch import nn
 from torch.optim import lr_scheduler as L
 from inferno import (AbsCallback, DataPair, DataSet, EarlyStopping, LossTracker, ModelWrapper,
                      SaveBest, WeightedDataLoader)
-from inferno.callback import Checkpoint, LRScheduler
+from inferno.training.callbacks import Checkpoint, LRScheduler
 
 ADAM = functools.partial(torch.optim.Adam, lr=2e-2)
 
@@ -180,7 +180,7 @@ def test_every_piece_of_state_matters(setup_module_file, tmp_path, monkeypatch, 
     test above checks each of them)."""
     import random
 
-    import inferno.model_wrapper as mw
+    import inferno.training.wrapper as mw
     S = setup_module_file
     S.seed_globals(3)
     ref = S.summary(*S.train(8, str(tmp_path / "full.pt")))

@@ -15,8 +15,10 @@ package's one design.
 * :mod:`inferno.compat.callbacks`: the callbacks where pytorch_inferno users import them.
 
 The old module paths stay importable: :data:`MODULE_ALIASES` maps ``inferno.inferno``,
-``inferno.inference``, ``inferno.interp`` and ``inferno.pyhf`` to these modules (installed by
-``import inferno``, so ``from inferno.inference import calc_profile`` works as before).
+``inferno.inference``, ``inferno.interp`` and ``inferno.pyhf`` to these modules, and
+pytorch_inferno's ``inferno.model_wrapper`` and ``inferno.callback`` (and the package's earlier
+``inferno.readers``) to their homes in :mod:`inferno.training` and :mod:`inferno.data` (installed
+by ``import inferno``, so ``from inferno.inference import calc_profile`` works as before).
 """
 import sys
 from importlib import import_module
@@ -32,6 +34,9 @@ MODULE_ALIASES = {
     "inferno.inference": "inferno.compat.inference",
     "inferno.interp": "inferno.compat.interp",
     "inferno.pyhf": "inferno.compat.pyhf_export",
+    "inferno.model_wrapper": "inferno.training.wrapper",
+    "inferno.callback": "inferno.training.callbacks",
+    "inferno.readers": "inferno.data.readers",
 }
 
 

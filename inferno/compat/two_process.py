@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import AffineTransform, Distribution, Normal, TransformedDistribution
 
-from ..callback import PredHandler
+from ..training.callbacks import PredHandler
 from ..likelihood.modifiers import NormFactor
 from ..loss.analysis import Analysis, Process
 from ..loss.callback import InfernoLoss

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..callback import KeepBest
+from ..training.callbacks import KeepBest
 from ..data import DataPair, DataSet, WeightedDataLoader
 from ..loss import InfernoLoss
-from ..model_wrapper import ModelWrapper
+from ..training.wrapper import ModelWrapper
 from ..nn import VariableSoftmax
 from .. import htautau as hb
 from .analysis import to_dataset

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 from torch import Tensor, nn
 
-from ..callback import AbsCallback
+from ..training.callbacks import AbsCallback
 from .analysis import Analysis
 from .pure import _check_batch, _loss
 from .tangents import Recorder, leaves_of
@@ -124,7 +124,7 @@ class InfernoLoss(AbsCallback):
         """The loss of ``model`` on one batch, outside a training loop (e.g. to evaluate a
         trained network), as this callback computes it in ``fit``; the callback's state in a
         training loop is left as it was (``last_fisher`` is this batch's)."""
-        from ..model_wrapper import ModelWrapper
+        from ..training.wrapper import ModelWrapper
 
         wr = ModelWrapper(model)
         saved = dict(self.__dict__)

@@ -60,7 +60,7 @@ def _sigmoid_pred():
     """Prediction handler turning the classifier's logit into the signal probability."""
     import torch
 
-    from ..callback import PredHandler
+    from ..training.callbacks import PredHandler
 
     class SigmoidPred(PredHandler):
         def process(self, y_pred: torch.Tensor) -> torch.Tensor:
@@ -70,8 +70,8 @@ def _sigmoid_pred():
 
 
 def _keep_best():
-    """The callback keeping the best epoch's weights (:class:`inferno.callback.KeepBest`)."""
-    from ..callback import KeepBest
+    """The callback keeping the best epoch's weights (:class:`inferno.training.callbacks.KeepBest`)."""
+    from ..training.callbacks import KeepBest
 
     return KeepBest()
 
@@ -85,7 +85,7 @@ def train_model(name: str, seed: int, cfg: ReproConfig):
 
     from ..nn import VariableSoftmax
     from .callbacks import paper_inferno
-    from ..model_wrapper import ModelWrapper
+    from ..training.wrapper import ModelWrapper
     from . import get_paper_data
 
     # full batches only: every INFERNO batch needs signal and background events
@@ -109,7 +109,7 @@ def _binning(kind: str, bins: int):
     """Prediction handler factory and bins of :func:`inferno.get_shape` for a kind of model:
     'argmax' (INFERNO: bin = index of the largest output), 'logit' (a classifier's logit,
     binned as its sigmoid in ``bins`` uniform bins of [0, 1]) or 'prob' (a probability)."""
-    from ..callback import PredHandler
+    from ..training.callbacks import PredHandler
     from ..compat import InfernoPred
 
     if kind == "argmax":
@@ -276,7 +276,7 @@ def run_unit(name: str, seed: int, cfg: ReproConfig, threads: int = RUN_THREADS)
 
 def run_optimal(cfg: ReproConfig) -> Dict[str, Any]:
     """The optimal-classifier baseline, evaluated like the trained classifiers."""
-    from ..model_wrapper import ModelWrapper
+    from ..training.wrapper import ModelWrapper
     with _torch_threads(RUN_THREADS):
         res = evaluate(ModelWrapper(_optimal_net()), "prob", cfg, detail=cfg.figures)
     res.update(model="optimal", seed=-1)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..callback import AbsCallback
+from ..training.callbacks import AbsCallback
 from .problem import PAPER_L, PAPER_R, _check_lam, _check_r
 
 __all__ = ["paper_syst_transform", "PaperSystMod"]

@@ -1,4 +1,4 @@
-"""The two file formats of :mod:`inferno.readers`: ROOT trees (uproot) and parquet files
+"""The two file formats of :mod:`inferno.data.readers`: ROOT trees (uproot) and parquet files
 (pyarrow), read in chunks of the requested columns, each problem named by file, tree and branch."""
 from __future__ import annotations
 

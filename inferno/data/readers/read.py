@@ -1,4 +1,4 @@
-"""The public readers of :mod:`inferno.readers`: whole selections into one
+"""The public readers of :mod:`inferno.data.readers`: whole selections into one
 :class:`~inferno.data.DataSet` (:func:`read_root`, :func:`read_parquet`), or chunk by chunk
 (:func:`iter_root`, :func:`iter_parquet`)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..data import DataSet
+from ..dataset import DataSet
 from .backends import _ParquetReader, _RootReader
 from .sources import Files, _check_names, _Source, _sources
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..data import DataSet
+from ..dataset import DataSet
 from .sources import Counts
 
 
@@ -30,7 +30,7 @@ def predict_in_chunks(net: Any, chunks: Iterable[Any], bs: int = 100_000, argmax
     chunk, without gradients and in evaluation mode (restored afterwards).
 
     Args:
-        net: a network or a :class:`~inferno.model_wrapper.ModelWrapper`.
+        net: a network or a :class:`~inferno.training.wrapper.ModelWrapper`.
         chunks: :class:`~inferno.data.DataSet` s or arrays of inputs.
         bs: prediction batch size within a chunk.
         argmax: return the hard bin of every event (int64, ``(n,)``) instead of the outputs
@@ -39,7 +39,7 @@ def predict_in_chunks(net: Any, chunks: Iterable[Any], bs: int = 100_000, argmax
     Returns:
         the outputs (or bins) of all events in order, on the CPU.
     """
-    from ..templates import hard_bins
+    from ...templates import hard_bins
 
     m = _module(net)
     device = next(m.parameters(), torch.empty(0)).device
@@ -68,7 +68,7 @@ def fill_histograms(net: Any, chunks: Union[Iterable[DataSet], Mapping[str, Iter
     weights and the sum of squared weights per bin, per process and variation.
 
     Args:
-        net: a network or a :class:`~inferno.model_wrapper.ModelWrapper`.
+        net: a network or a :class:`~inferno.training.wrapper.ModelWrapper`.
         chunks: :class:`~inferno.data.DataSet` s (e.g. :func:`iter_root`), the ``"nominal"``
             variation; or ``{variation: chunks}``, e.g. ``{"nominal": iter_root(...),
             "jes_up": iter_root(..., shifted={"pt": "pt_jes_up"}), ...}``.
@@ -85,7 +85,7 @@ def fill_histograms(net: Any, chunks: Union[Iterable[DataSet], Mapping[str, Iter
         labels. Unweighted events count 1. (:func:`inferno.histograms.to_hists` turns this
         into ``hist`` histograms.)
     """
-    from ..templates import hard_bins
+    from ...templates import hard_bins
 
     m = _module(net)
     device = next(m.parameters(), torch.empty(0)).device

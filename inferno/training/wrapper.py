@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .callback import AbsCallback, Checkpoint, LossTracker, PredHandler, ProgressBar
-from .data import DataPair, DataSet, WeightedDataLoader, _check_count
+from .callbacks import AbsCallback, Checkpoint, LossTracker, PredHandler, ProgressBar
+from ..data.dataset import DataPair, DataSet, WeightedDataLoader, _check_count
 
 __all__ = ["ModelWrapper"]
 
@@ -164,7 +164,7 @@ class ModelWrapper:
             progress: add a :class:`ProgressBar` (if ``cbs`` has none); it shows only in an
                 interactive terminal, not in CI, a log file or with ``INFERNO_QUIET`` set.
             resume_from: a checkpoint written by :meth:`save_checkpoint` (e.g. by the
-                :class:`~inferno.callback.Checkpoint` callback): training continues after its
+                :class:`~inferno.training.callbacks.Checkpoint` callback): training continues after its
                 epoch, with its weights, optimiser state, random number generators, loaders'
                 shuffling generators and callbacks' states (restored after
                 ``on_train_begin``), exactly as if it had not been interrupted (same data,
@@ -387,7 +387,7 @@ class ModelWrapper:
         (torch CPU, CUDA when the model is on a GPU, numpy's global generator, Python's
         ``random``), the shuffling generators of the loaders of ``wrapper.data`` and the
         state of every callback of the latest fit (:meth:`AbsCallback.state_dict`). Call it between
-        epochs (the :class:`~inferno.callback.Checkpoint` callback does) or after ``fit``.
+        epochs (the :class:`~inferno.training.callbacks.Checkpoint` callback does) or after ``fit``.
 
         Raises:
             RuntimeError: no training has started (no optimiser): use :meth:`save` for the weights.

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model_wrapper import ModelWrapper
+    from .wrapper import ModelWrapper
 
 __all__ = ["AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "KeepBest", "Checkpoint", "PredHandler",
            "GradClip", "ProgressBar", "LRScheduler", "OneCycle"]
@@ -272,7 +272,7 @@ class Checkpoint(AbsCallback):
     """
 
     def __init__(self, path: Union[str, Path], every: int = 1):
-        from .data import _check_count
+        from ..data.dataset import _check_count
         self.path = str(path)
         self.every = _check_count(every, "every")
         self.last_path: Optional[Path] = None

@@ -1,4 +1,4 @@
-"""Where the events of :mod:`inferno.readers` come from: the files (trees) of every process,
+"""Where the events of :mod:`inferno.data.readers` come from: the files (trees) of every process,
 checked and named, and the optional imports of uproot and pyarrow."""
 from __future__ import annotations
 
