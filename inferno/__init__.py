@@ -21,7 +21,7 @@ from ._version import __version__
 from . import compat, likelihood, loss, plotting  # noqa: F401  (subpackages: inferno.likelihood.fit, ...)
 from .training.callbacks import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
                        OneCycle, PredHandler, ProgressBar, SaveBest)
-from .data import DataPair, DataSet, WeightedDataLoader, to_tensor
+from .data import DataPair, DataSet, StratifiedLoader, StreamingLoader, WeightedDataLoader, to_tensor
 from .compat.inference import (CoverageResult, FitResult, ProfileResult, bin_preds, calc_nll, calc_profile,
                         check_coverage, fit_mle, generate_toys, get_interval, get_likelihood_width,
                         get_paper_syst_shapes, get_shape, get_syst_shapes, nll_offset, paper_model, pyhf_model,
@@ -44,7 +44,7 @@ from .templates import analysis_model
 __all__ = [
     "__version__",
     # training
-    "DataSet", "WeightedDataLoader", "DataPair", "to_tensor", "ModelWrapper", "VariableSoftmax",
+    "DataSet", "WeightedDataLoader", "StratifiedLoader", "StreamingLoader", "DataPair", "to_tensor", "ModelWrapper", "VariableSoftmax",
     "AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "KeepBest", "Checkpoint", "PredHandler", "GradClip",
     "ProgressBar", "LRScheduler", "OneCycle",
     # systematics and the INFERNO loss

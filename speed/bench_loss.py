@@ -57,7 +57,8 @@ from inferno import DataPair, DataSet, ModelWrapper, PaperInferno, VariableSoftm
 from inferno import htautau as hb
 from inferno.htautau.analysis import prepare, to_dataset
 from inferno.htautau.run import BenchConfig
-from inferno.htautau.summaries import StratifiedLoader, _classifier_dataset, build_net
+from inferno.data import StratifiedLoader
+from inferno.htautau.summaries import _classifier_dataset, build_net
 from inferno.likelihood import NormFactor
 from inferno.loss import Analysis, InfernoLoss, Process
 from inferno.nuisance import ShapeNuisance, shift_feature

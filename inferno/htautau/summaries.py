@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..training.callbacks import KeepBest
-from ..data import DataPair, DataSet, WeightedDataLoader
+from ..data import DataPair, DataSet, StratifiedLoader
 from ..loss import InfernoLoss
 from ..training.wrapper import ModelWrapper
 from ..nn import VariableSoftmax
@@ -23,44 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------- data loading
-class StratifiedLoader(WeightedDataLoader):
-    """A :class:`~inferno.data.WeightedDataLoader` whose every batch holds every label of the
-    data set in the same proportion: per epoch, the events of each label are permuted (seeded)
-    and dealt into the same number of batches (about ``len(dataset) / batch_size``). INFERNO
-    needs every process, and the alternative samples, in every batch; a small sample such as
-    the diboson's is spread evenly.
-
-    Raises:
-        ValueError: no labels, or a label with fewer events than there are batches.
-    """
-
-    def __init__(self, dataset: DataSet, batch_size: int, shuffle: bool = True, seed: Optional[int] = None):
-        super().__init__(dataset, batch_size, shuffle=shuffle, drop_last=False, seed=seed)
-        if dataset.y is None:
-            raise ValueError("a stratified loader needs the labels y")
-        lab = dataset.y[:, 0].long()
-        self.groups = [(lab == v).nonzero().squeeze(-1) for v in torch.unique(lab)]
-        self.n_batches = max(1, int(round(len(dataset) / self.batch_size)))
-        small = min(len(g) for g in self.groups)
-        if small < self.n_batches:
-            raise ValueError(f"a label has {small} events, fewer than the {self.n_batches} batches: "
-                             "use larger batches or more events")
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __iter__(self):
-        ds = self.dataset
-        parts = []
-        for g in self.groups:
-            gg = g[torch.randperm(len(g), generator=self.generator)] if self.shuffle else g
-            parts.append(torch.tensor_split(gg, self.n_batches))
-        for i in range(self.n_batches):
-            idx = torch.cat([p[i] for p in parts])
-            batch = (ds.x[idx], None if ds.y is None else ds.y[idx], None if ds.w is None else ds.w[idx])
-            yield batch + ({k: v[idx] for k, v in ds.extras.items()},) if ds.extras else batch
-
-
 def _classifier_dataset(ev: Dict[str, np.ndarray], kind: str):
     """The DataSet of a classifier: the processes only (no alternative samples), targets
     signal/not (``bce``) or the process (``multiclass``), weights balanced: equal totals for

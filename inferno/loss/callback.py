@@ -14,7 +14,7 @@ batch before the forward pass (and the loader's inputs are given back after the 
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from torch import Tensor, nn
 
@@ -40,19 +40,23 @@ class InfernoLoss(AbsCallback):
             autograd (exact higher derivatives, e.g. for a gradient penalty; an error for a
             model that is not a plain ``nn.Sequential``); ``'forward'``: forward mode through
             the whole network, recomputing its primal (for comparisons).
+        reduce: a differentiable sum over the shards of a global batch, for data-parallel
+            training (e.g. :func:`inferno.distributed.global_sum`; see
+            :func:`~inferno.loss.inferno_loss`); None: the batch is the whole batch.
 
     Attributes:
         last_fisher: the Fisher information of the latest batch (detached), and
             ``param_names`` its parameters.
     """
 
-    def __init__(self, analysis: Analysis, tangents: str = "auto"):
+    def __init__(self, analysis: Analysis, tangents: str = "auto", reduce: Optional[Callable[[Tensor], Tensor]] = None):
         if not isinstance(analysis, Analysis):
             raise ValueError(f"InfernoLoss needs an inferno.loss.Analysis, got {type(analysis).__name__}")
         if tangents not in _TANGENTS:
             raise ValueError(f"tangents must be one of {_TANGENTS}, got {tangents!r}")
         self.analysis = analysis
         self.tangent_mode = tangents
+        self.reduce = reduce
         self.last_fisher: Optional[Tensor] = None
         self.param_names = analysis.names
         self._recorder: Optional[Recorder] = None
@@ -108,7 +112,7 @@ class InfernoLoss(AbsCallback):
                                  "(was the model called on wrapper.x, once?)")
             extras = getattr(wr, "extras", None) or {}
             loss, fisher, _ = _loss(self.analysis, wr.model, wr.x, labels, w, dict(extras), wr.y_pred, calls, True,
-                                    fused=self.tangent_mode == "auto")
+                                    fused=self.tangent_mode == "auto", reduce=self.reduce)
         finally:
             self._give_back()
         self.last_fisher = fisher.detach()

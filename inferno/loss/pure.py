@@ -43,7 +43,7 @@ failing batch is examined again to name what is wrong (:func:`_diagnose`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -92,7 +92,8 @@ def _diagnose_outputs(y: Tensor, tol: float = 1e-3) -> None:
 
 def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor, w: Optional[Tensor] = None,
                  weights: Optional[Mapping[str, Tensor]] = None, outputs: Optional[Tensor] = None,
-                 return_fisher: bool = False, recorder: Optional[tg.Recorder] = None) -> Any:
+                 return_fisher: bool = False, recorder: Optional[tg.Recorder] = None,
+                 reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Any:
     r"""The INFERNO loss of ``net`` on one batch (see the module docstring).
 
     Args:
@@ -112,6 +113,13 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
         recorder: a :class:`~inferno.loss.tangents.Recorder` on ``net``, armed before the
             forward pass that gave ``outputs`` (how :class:`~inferno.loss.InfernoLoss` keeps
             the training loop's forward pass as the primal of the tangents).
+        reduce: for a global batch split over processes (data-parallel training): a
+            differentiable sum over the shards of a float64 vector, e.g.
+            :func:`inferno.distributed.global_sum`. The batch's sums over events (per-process
+            counts, summed weights, soft histograms, the derivative templates' sums, the MC
+            statistics' sums of squared weights) are summed over the shards before anything
+            else, so that every shard computes the loss of the global batch; a shard may lack
+            a process. See ``docs/scaling.md`` for the gradients.
 
     Returns:
         the loss (a 0-dim float64 tensor, differentiable in the network's parameters), or
@@ -135,7 +143,7 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
             calls = rec.collect(y, x_in)
     else:
         y = net(x_in)
-    return _loss(analysis, net, x_in, labels, w, dict(weights or {}), y, calls, return_fisher)
+    return _loss(analysis, net, x_in, labels, w, dict(weights or {}), y, calls, return_fisher, reduce=reduce)
 
 
 def _check_batch(x: Tensor, process: Tensor, w: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
@@ -153,41 +161,48 @@ def _check_batch(x: Tensor, process: Tensor, w: Optional[Tensor]) -> Tuple[Tenso
 
 def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Optional[Tensor],
           weights: Dict[str, Tensor], y: Tensor, calls: Optional[list], return_fisher: bool,
-          fused: bool = True) -> Any:
+          fused: bool = True, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Any:
     _check_shape(y)
     n_bins = y.shape[1]
     b = analysis._build(n_bins)
-    procs = analysis.processes
-    n_p = len(procs)
+    n_p = len(analysis.processes)
     dev = y.device
     slot, label_ok = analysis._slots(labels)  # process index, then the alternative samples
     n_slots = analysis._n_slots
     yd = y.to(DTYPE)
     wd = None if w is None else w.to(DTYPE)
+    wy = yd if wd is None else yd * wd.unsqueeze(-1)
+    # the batch's sums over events: everything below is a function of these alone
     count = torch.bincount(slot, minlength=n_slots).to(DTYPE)
     sumw = count if wd is None else torch.bincount(slot, wd, minlength=n_slots)
-    hist = torch.zeros(n_slots, n_bins, dtype=DTYPE, device=dev).index_add(0, slot, yd if wd is None else
-                                                                         yd * wd.unsqueeze(-1))
+    hist = torch.zeros(n_slots, n_bins, dtype=DTYPE, device=dev).index_add(0, slot, wy)
+    sums = _term_sums(analysis, b, net, x, labels, slot, wd, weights, y, yd, calls, fused)
+    w2 = None
+    if analysis.mc_stat:
+        w2 = torch.zeros(n_p, n_bins, dtype=DTYPE, device=dev).index_add(
+            0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), wy * wy, 0.0))
+    local_ok = mine = label_ok & _soft_ok(y)
+    if reduce is not None:  # a global batch: the sums of every shard (differentiable), one collective
+        count, sumw, hist, sums, w2, local_ok = _reduced(reduce, count, sumw, hist, sums, w2, local_ok)
     c = 1.0 / (1.0 + n_bins * analysis.eps)
     expected = b["expected"].to(dev)
     scale = expected * c / sumw[:n_p]  # counts per unit of weighted output
     nom = scale.unsqueeze(-1) * hist[:n_p] + (expected * c * analysis.eps).unsqueeze(-1)
     if analysis.negative == "clip":  # a process's negative-weight fluctuation floored per bin
         nom = torch.maximum(nom, (expected * c * analysis.eps).unsqueeze(-1))
-    shifts = _shifts(analysis, b, net, x, labels, slot, wd, weights, y, yd, calls, hist, sumw, scale, fused)
-    var = torch.zeros(0, dtype=DTYPE, device=dev)
-    if analysis.mc_stat:
-        n_mc = b["n_mc"].to(dev)
-        w2 = torch.zeros(n_p, n_bins, dtype=DTYPE, device=dev).index_add(
-            0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), (yd if wd is None else
-                                                                                 yd * wd.unsqueeze(-1)) ** 2, 0.0))
-        var = ((scale ** 2 * count[:n_p] / n_mc).unsqueeze(-1) * w2).sum(0)
     k = analysis._constants(n_bins, dev)
+    shifts = _shifts(analysis, b, sums, hist, sumw, scale, k["h_j"])
+    var = torch.zeros(0, dtype=DTYPE, device=dev)
+    if w2 is not None:
+        var = ((scale ** 2 * count[:n_p] / b["n_mc"].to(dev)).unsqueeze(-1) * w2).sum(0)
     loss, fisher, fisher_ok = AsimovPoiLoss.apply(nom, shifts if shifts is not None else var[:0], var, k)
     # every process and alternative sample present with a positive summed weight (count >= 1 for a
     # positive sum), labels known, soft outputs, positive counts, a positive definite Fisher information
-    ok = label_ok & _soft_ok(y) & (sumw.min() > 0) & fisher_ok
+    ok = local_ok & (sumw.min() > 0) & fisher_ok
     if not bool(ok):  # the one host synchronisation of the checks
+        if reduce is not None and bool(mine) and not bool(local_ok):
+            raise ValueError("the shard of this batch on another rank failed its checks (that rank's error "
+                             "names the problem); the global batch has no INFERNO loss")
         nu = (k["F"] * nom.detach()).sum(0)
         _diagnose(analysis, b, labels, y, count, sumw, nom, nu, fisher)
     if return_fisher:
@@ -195,14 +210,32 @@ def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Opti
     return loss
 
 
-def _shifts(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor, labels: Tensor, slot: Tensor,
-            wd: Optional[Tensor], weights: Dict[str, Tensor], y: Tensor, yd: Tensor, calls: Optional[list],
-            hist: Tensor, sumw: Tensor, scale: Tensor, fused: bool) -> Optional[Tensor]:
-    """The derivative templates of the histosys terms (T, bins), in counts per unit of the
-    parameter, in the order of ``b['terms']``."""
+def _reduced(reduce: Callable[[Tensor], Tensor], count: Tensor, sumw: Tensor, hist: Tensor, sums: Optional[Tensor],
+             w2: Optional[Tensor], local_ok: Tensor) -> Tuple[Any, ...]:
+    """The batch's sums over every shard of a global batch: packed into one float64 vector
+    (with the number of shards whose local checks failed), ``reduce`` d (a differentiable sum
+    over the shards, e.g. :func:`inferno.distributed.global_sum`), unpacked."""
+    parts = [count, sumw, hist, *(t for t in (sums, w2) if t is not None), (~local_ok).to(DTYPE).reshape(1)]
+    flat = reduce(torch.cat([t.reshape(-1) for t in parts]))
+    out, pos = [], 0
+    for t in parts:
+        out.append(flat[pos:pos + t.numel()].reshape(t.shape))
+        pos += t.numel()
+    count, sumw, hist = out[0].detach(), out[1], out[2]
+    it = iter(out[3:-1])
+    sums = next(it) if sums is not None else None
+    w2 = next(it) if w2 is not None else None
+    return count, sumw, hist, sums, w2, out[-1].detach()[0] == 0
+
+
+def _term_sums(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor, labels: Tensor, slot: Tensor,
+               wd: Optional[Tensor], weights: Dict[str, Tensor], y: Tensor, yd: Tensor, calls: Optional[list],
+               fused: bool) -> Optional[Tensor]:
+    """The batch's sums over events of the derivative of the weighted outputs with respect to
+    the parameter of every histosys term (T, bins), in the order of ``b['terms']``; the rows
+    of alternative samples are zero (they come from the histograms, :func:`_shifts`)."""
     if not b["terms"]:
         return None
-    n_p, n_bins = len(analysis.processes), y.shape[1]
     dev = y.device
     d: Dict[Tuple[int, str], Tensor] = {}  # (process index, nuisance) -> sum_e w_e dy_e/dtheta
     # exact: every group of processes with the same transform nuisances at once
@@ -233,21 +266,37 @@ def _shifts(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor, la
             hu, hd = out[pos:pos + m], out[pos + m:pos + 2 * m]
             pos += 2 * m
             d[(p, n)] = 0.5 * ((hu - hd).sum(0) if wr is None else (wr * (hu - hd)).sum(0))
-    shifts = []
+    rows_t = []
     for p, n in b["term_index"]:
         kind = analysis._kinds[n]
         nz = analysis.nuisance[n]
         if kind == "weights":
             wu, wdn = (_weight_column(weights, k, len(x), n) for k in (nz.up, nz.down))
             dw = torch.where(slot == p, (wu - wdn).to(DTYPE), 0.0)
-            s = 0.5 * (dw.unsqueeze(-1) * yd).sum(0)
+            rows_t.append(0.5 * (dw.unsqueeze(-1) * yd).sum(0))
         elif kind == "alt":
-            su, sd = (analysis._slot_of[lab] for lab in nz.labels)
-            s = 0.5 * (hist[su] / sumw[su] - hist[sd] / sumw[sd]) * sumw[p]
+            rows_t.append(yd.new_zeros(yd.shape[1]))
         else:
-            s = d[(p, n)]
-        shifts.append(scale[p] * s)
-    return torch.stack(shifts)
+            rows_t.append(d[(p, n)])
+    return torch.stack(rows_t)
+
+
+def _shifts(analysis: Analysis, b: Dict[str, Any], sums: Optional[Tensor], hist: Tensor, sumw: Tensor,
+            scale: Tensor, p_t: Tensor) -> Optional[Tensor]:
+    """The derivative templates of the histosys terms (T, bins), in counts per unit of the
+    parameter: the term sums scaled to the process's yield; an alternative sample's from the
+    histograms of its up and down samples, each normalised to its own summed weight (a shape
+    effect); ``p_t`` the process of every term."""
+    if sums is None:
+        return None
+    alt = [(t, p, n) for t, (p, n) in enumerate(b["term_index"]) if analysis._kinds[n] == "alt"]
+    if alt:
+        rows = list(sums.unbind(0))
+        for t, p, n in alt:
+            su, sd = (analysis._slot_of[lab] for lab in analysis.nuisance[n].labels)
+            rows[t] = 0.5 * (hist[su] / sumw[su] - hist[sd] / sumw[sd]) * sumw[p]
+        sums = torch.stack(rows)
+    return scale[p_t].unsqueeze(-1) * sums
 
 
 def _transform_sums(net: nn.Module, x: Tensor, rows: Tensor, trans: List[Tuple[Any, float]], a: Tensor,
