@@ -1,0 +1,187 @@
+"""Scaling out (issue 18, "Targets"), as ratios measured in one run; nothing is asserted.
+
+* ``ranks``: data-parallel INFERNO training on the H->tautau problem (``inferno.htautau``,
+  ``--htt-n`` events per sample, 200k by default; the Analysis, network and StratifiedLoader of
+  inferno-bench, batch 4000): one process with one torch thread against ``--world`` gloo ranks
+  with one thread each (``ShardedLoader`` + ``GradientSync`` + ``InfernoLoss(reduce=global_sum())``),
+  the same global batches. Throughput = training events per second of the best timed epoch
+  (training pass only, after a warm-up epoch). Target: 2 ranks >= 1.7x one.
+* ``stream``: one epoch of ``StreamingLoader`` over ``--stream-n`` events (5M by default) in
+  parquet files against the in-memory ``StratifiedLoader`` of the same events (read whole with
+  ``read_parquet``), each in a fresh process: the epoch time of iterating the batches, and
+  the peak RSS of the process (``ru_maxrss``). Targets: streaming peak RSS < 2 GiB, epoch time
+  within 1.5x of the in-memory loader's.
+
+    OMP_NUM_THREADS=1 .venv/bin/python speed/bench_scale.py [ranks] [stream] [--htt-n 200000]
+        [--stream-n 5000000] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
+
+
+# ----------------------------------------------------------------------------- ranks
+def _htt(n: int):
+    from inferno.htautau.analysis import prepare, to_dataset
+    from inferno import htautau as hb
+    from inferno.htautau.run import BenchConfig
+    cfg = BenchConfig()
+    ss = np.random.SeedSequence(0).spawn(2)
+    prob = prepare(hb.generate(n, seed=ss[0]), hb.generate(n, seed=ss[1]), seed=0, fractions=cfg.fractions,
+                   systematics=cfg.systematics, mc_stat=cfg.mc_stat)
+    return prob, cfg, to_dataset(prob.train)
+
+
+def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from inferno import DataPair, ModelWrapper, StratifiedLoader
+    from inferno import htautau as hb
+    from inferno.distributed import GradientSync, ShardedLoader, global_sum
+    from inferno.htautau.summaries import build_net
+    from inferno.loss import InfernoLoss
+
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=10))
+    prob, cfg, trn = _htt(n)
+    torch.manual_seed(0)
+    net = build_net("inferno", hb.FeatureLayer.fit(prob.train["primary"]), cfg)
+    loader = StratifiedLoader(trn, cfg.bs, shuffle=True, seed=1)
+    if world > 1:
+        loader = ShardedLoader(loader, rank, world)
+        cbs = [GradientSync(), InfernoLoss(prob.analysis, reduce=global_sum())]
+    else:
+        cbs = [InfernoLoss(prob.analysis)]
+    wr = ModelWrapper(net)
+    times = []
+    for _ in range(epochs + 1):
+        if world > 1:
+            dist.barrier()
+        t0 = time.perf_counter()
+        wr.fit(1, DataPair(loader), ADAM, None, cbs=cbs, progress=False)
+        times.append(time.perf_counter() - t0)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(dict(times_s=times[1:], warmup_s=times[0], events=len(trn), batches=len(loader)), f)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def ranks(n: int, world: int, epochs: int) -> dict:
+    import torch.multiprocessing as mp
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for w in (1, world):
+            out = os.path.join(tmp, f"w{w}.json")
+            t0 = time.perf_counter()
+            mp.spawn(_rank_worker, args=(w, os.path.join(tmp, f"rdv{w}"), n, epochs, out), nprocs=w, join=True)
+            with open(out) as f:
+                r = json.load(f)
+            r.update(best_s=min(r["times_s"]), wall_s=time.perf_counter() - t0)
+            r["events_per_s"] = r["events"] / r["best_s"]
+            res[w] = r
+            print(f"{w} rank(s) x 1 thread: {r['events']} training events, {r['batches']} batches, best epoch "
+                  f"{r['best_s']:.2f} s (all {' '.join(f'{t:.2f}' for t in r['times_s'])}), "
+                  f"{r['events_per_s']:.0f} events/s", flush=True)
+    res["speedup"] = res[world]["events_per_s"] / res[1]["events_per_s"]
+    print(f"throughput {world} ranks / 1 rank: {res['speedup']:.2f}x (target >= 1.7x)")
+    return res
+
+
+# ----------------------------------------------------------------------------- stream
+STREAM_CODE = r"""
+import json, resource, sys, time
+from inferno import StratifiedLoader, StreamingLoader
+from inferno.data.readers import iter_parquet, read_parquet
+mode, files, bs, buffer, chunk = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+feats = ["x0", "x1", "x2"]
+t0 = time.perf_counter()
+if mode == "memory":
+    loader = StratifiedLoader(read_parquet(files, feats, label="process", weight="w"), bs, shuffle=True, seed=1)
+else:
+    chunks = lambda: iter_parquet(files, feats, label="process", weight="w", chunk_size=chunk)
+    loader = StreamingLoader(chunks, bs, shuffle=True, stratify=True, buffer_size=buffer, seed=1,
+                             n_events=int(sys.argv[6]))
+t_setup = time.perf_counter() - t0
+t0 = time.perf_counter()
+n = 0
+for x, y, w in loader:
+    n += len(x)
+t_epoch = time.perf_counter() - t0
+print(json.dumps(dict(mode=mode, events=n, setup_s=t_setup, epoch_s=t_epoch,
+                      peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+"""
+
+
+def stream(n: int, n_files: int = 10, bs: int = 4000, buffer: int = 1_000_000, chunk: int = 200_000) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        files, per = [], n // n_files
+        t0 = time.perf_counter()
+        for i in range(n_files):  # the processes mixed in every file
+            lab = rng.integers(0, 4, per)
+            cols = {f"x{j}": rng.normal(size=per) + 0.3 * lab for j in range(3)}
+            cols.update(process=lab, w=rng.random(per))
+            files.append(os.path.join(tmp, f"part{i}.parquet"))
+            pq.write_table(pa.table(cols), files[-1], row_group_size=100_000)
+        print(f"wrote {n_files} parquet files of {per} events ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for mode in ("memory", "stream"):
+            r = subprocess.run([sys.executable, "-c", STREAM_CODE, mode, ",".join(files), str(bs), str(buffer),
+                                str(chunk), str(per * n_files)], capture_output=True, text=True, check=True)
+            res[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+            m = res[mode]
+            print(f"{mode:<7} {m['events']} events: setup {m['setup_s']:.1f} s, epoch {m['epoch_s']:.1f} s, "
+                  f"peak RSS {m['peak_rss_mib']:.0f} MiB", flush=True)
+    res["epoch_ratio"] = res["stream"]["epoch_s"] / res["memory"]["epoch_s"]
+    res["epoch_ratio_with_setup"] = ((res["stream"]["epoch_s"] + res["stream"]["setup_s"])
+                                     / (res["memory"]["epoch_s"] + res["memory"]["setup_s"]))
+    print(f"streaming / in-memory epoch: {res['epoch_ratio']:.2f}x (reading included in both: "
+          f"{res['epoch_ratio_with_setup']:.2f}x; target <= 1.5x); streaming peak RSS "
+          f"{res['stream']['peak_rss_mib']:.0f} MiB (target < 2048)")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parts", nargs="*", default=["ranks", "stream"], choices=["ranks", "stream"])
+    ap.add_argument("--htt-n", type=int, default=200_000)
+    ap.add_argument("--world", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--stream-n", type=int, default=5_000_000)
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    out = dict(torch=torch.__version__, cores=os.cpu_count())
+    t0 = time.perf_counter()
+    if "ranks" in args.parts:
+        out["ranks"] = ranks(args.htt_n, args.world, args.epochs)
+    if "stream" in args.parts:
+        out["stream"] = stream(args.stream_n)
+    out["wall_s"] = time.perf_counter() - t0
+    print(f"wall time {out['wall_s']:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
