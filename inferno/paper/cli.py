@@ -43,6 +43,8 @@ MODEL_LABELS: Dict[str, str] = {
     "bce": "NN classifier", **{f"inferno{k}": f"INFERNO {k}" for k in range(5)},
     "optimal": "Optimal classifier", "analytical": "Analytical likelihood",
 }
+#: the learning-rate schedules of --schedule
+SCHEDULES = ("none", "onecycle", "cosine")
 ALL_MODELS = ("bce", "inferno0", "inferno1", "inferno2", "inferno3", "inferno4")
 
 
@@ -62,6 +64,7 @@ class ReproConfig:
     lr_bce: float = 1e-3
     lr_inferno: float = 1e-3
     temperature: float = 0.1
+    schedule: str = "none"
     hidden: int = 100
     jobs: int = 1
     scan_points: int = 161
@@ -109,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-inferno", type=float, default=d.lr_inferno, help="learning rate, INFERNO")
     p.add_argument("--temperature", type=float, default=d.temperature,
                    help="softmax temperature of INFERNO in training")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="learning-rate schedule of both trainings: none (constant), onecycle (warm-up "
+                        "to 3x the learning rate over 30%% of the epochs, then cosine annealing: "
+                        "inferno.OneCycle, stepped per batch) or cosine (from the learning rate to 0 "
+                        "over the epochs, stepped per epoch)")
     p.add_argument("--jobs", type=int, default=None,
                    help="parallel training processes [number of cores]; every run is single-threaded, "
                         "so the results do not depend on --jobs or on the machine's core count")
@@ -134,7 +142,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ReproConfig:
         n_val=a.n_val if a.n_val is not None else 2 * (n_train // 4),
         n_test=a.n_test if a.n_test is not None else (200_000 if q else d.n_test),
         bs=a.bs, bins=a.bins, optimizer=a.optimizer, lr_bce=a.lr_bce, lr_inferno=a.lr_inferno,
-        temperature=a.temperature,
+        temperature=a.temperature, schedule=a.schedule,
         jobs=a.jobs if a.jobs is not None else (os.cpu_count() or 1),
         fig5_points=a.fig5_points, figures=not a.no_figures,
         out=a.out if a.out is not None else ("paper_results_quick" if q else "paper_results"),
