@@ -36,6 +36,7 @@ MODULES: List[Tuple[str, str]] = [
     ("inferno.data", "data sets and batching"),
     ("inferno.training.wrapper", "the training loop"),
     ("inferno.training.callbacks", "callbacks"),
+    ("inferno.training.schedules", "learning-rate schedules"),
     ("inferno.nuisance", "describing nuisance parameters"),
     ("inferno.nn", "layers"),
     ("inferno.loss", "the INFERNO loss (public names)"),
