@@ -47,6 +47,8 @@ setup(
         "parquet": c["parquet_requirements"].split(),
         "hist": c["hist_requirements"].split(),
         "onnx": c["onnx_requirements"].split(),
+        "distributed": c["distributed_requirements"].split(),
+        "docs": c["docs_requirements"].split(),
     },
     entry_points={"console_scripts": c["console_scripts"].split()},
     include_package_data=True,

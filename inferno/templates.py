@@ -53,7 +53,7 @@ from .nuisance import constraint_curvature
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float], float]
 DTYPE = torch.float64
 
-__all__ = ["analysis_model", "hard_bins", "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes"]
+__all__ = ["analysis_model", "model_from_histograms", "hard_bins", "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes"]
 
 
 def hard_bins(net: nn.Module, x: Tensor, bs: int = 100_000) -> Tensor:
@@ -108,18 +108,93 @@ def analysis_model(analysis: Analysis, net: nn.Module, x: Tensor, process: Tenso
             raise ValueError(f"no events of {what} (label {label})")
         return r
 
-    samples: List[Sample] = []
-    settings: Dict[str, Dict[str, Any]] = {k: dict(v) for k, v in analysis.parameters.items()}
+    counts: Dict[Tuple[Any, str], Tuple[np.ndarray, np.ndarray]] = {}
+
+    def put(key: Tuple[Any, str], b: Tensor, wv: Optional[Tensor]) -> None:
+        w2 = None if wv is None else wv.to(torch.float64) ** 2
+        counts[key] = (_hist(b, wv, n_bins).numpy(), _hist(b, w2, n_bins).numpy())
+
     for p in analysis.processes:
         r = rows(p.label, f"process {p.name!r}")
         wp = None if wt is None else wt[r]
-        sw = float(len(r)) if wp is None else float(wp.sum())
+        put((p.label, "nominal"), bins[r], wp)
+        for n in analysis.nuisances:
+            if p.name not in analysis.targets[n.name]:
+                continue
+            kind = _kind(n)
+            if kind == "transform":
+                delta = _transform_scale(n)
+                for v, s in ((n.nominal + delta, "up"), (n.nominal - delta, "down")):
+                    put((p.label, f"{n.name}_{s}"), hard_bins(net, n.apply(x[r], v), bs).cpu(), wp)
+            elif kind == "inputs":
+                for xx, s in zip(n.up_down(x[r]), ("up", "down")):
+                    put((p.label, f"{n.name}_{s}"), hard_bins(net, xx, bs).cpu(), wp)
+            elif kind == "weights":
+                for k in (n.up, n.down):
+                    put((p.label, k), bins[r], _weight_column(weights, k, len(x), n.name).cpu()[r])
+            else:  # alternative samples
+                for lab in n.labels:
+                    if (lab, "nominal") not in counts:
+                        ra = rows(lab, f"the alternative sample of nuisance {n.name!r}")
+                        put((lab, "nominal"), bins[ra], None if wt is None else wt[ra])
+    return model_from_histograms(analysis, counts)
+
+
+def model_from_histograms(analysis: Analysis, counts: Mapping[Tuple[Any, str], Tuple[Any, Any]]) -> Model:
+    r"""The :class:`~inferno.likelihood.Model` of ``analysis`` from its learned channel's filled
+    templates: the sums of weights and of squared weights per bin of every process and
+    variation, as :func:`~inferno.data.readers.fill_histograms` (or
+    :func:`inferno.distributed.dask.fill_histograms_dask`) returns them; :func:`analysis_model`
+    fills them from events in memory and calls this.
+
+    The keys are ``(process, variation)``, the process given by its label (or, for the
+    analysis' processes, its name):
+
+    * ``"nominal"``: every process, and the labels of the alternative samples;
+    * ``"<nuisance>_up"`` / ``"<nuisance>_down"``: the events of a transform nuisance moved
+      to its nominal value :math:`\pm\delta` (see the module docstring), or its up/down
+      inputs (:func:`inferno.distributed.dask.analysis_transforms` gives both as transforms
+      of the nominal inputs);
+    * the names of a weight nuisance's ``up`` / ``down`` weights (``fill_histograms``
+      names a weight variation by its extra column).
+
+    The templates are normalised to the processes' yields by the summed nominal weight
+    (the sum over the bins), the MC statistics come from the nominal sums of squared
+    weights; the rest is as in :func:`analysis_model`.
+
+    Raises:
+        ValueError: a missing process or variation, histograms of different numbers of
+            bins, a process whose summed weight is not positive, a negative nominal bin, a
+            transform nuisance without a scale.
+    """
+    def get(keys: Sequence[Any], var: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
+        for k in keys:
+            if (k, var) in counts:
+                sw, sw2 = counts[(k, var)]
+                return np.asarray(sw, dtype=np.float64), np.asarray(sw2, dtype=np.float64)
+        if var == "nominal":
+            raise ValueError(f"no events of {what} (label {keys[-1]})")
+        raise ValueError(f"no histogram of {what} (label {keys[-1]}) for the variation {var!r}")
+
+    n_bins = None
+    for key, (sw, sw2) in counts.items():
+        nb = len(sw)
+        if n_bins is None:
+            n_bins = nb
+        if nb != n_bins or len(sw2) != nb:
+            raise ValueError(f"the histograms of {key!r} have {nb} and {len(sw2)} bins, expected {n_bins}")
+    samples: List[Sample] = []
+    settings: Dict[str, Dict[str, Any]] = {k: dict(v) for k, v in analysis.parameters.items()}
+    for p in analysis.processes:
+        keys, what = (p.name, p.label), f"process {p.name!r}"
+        sumw, sumw2 = get(keys, "nominal", what)
+        sw = float(sumw.sum())
         if not sw > 0:
             raise ValueError(f"the summed weight of process {p.name!r} is {sw:.6g}: it must be > 0")
         scale = p.expected / sw
-        nominal = scale * _hist(bins[r], wp, n_bins)
+        nominal = scale * sumw
         if bool((nominal < 0).any()):
-            i = int((nominal < 0).nonzero()[0])
+            i = int(np.nonzero(nominal < 0)[0][0])
             raise ValueError(f"process {p.name!r}: bin {i} of the learned channel has a negative template "
                              f"({float(nominal[i]):.6g}) from negative weights; merge bins or use more events")
         mods = list(p.modifiers)
@@ -127,34 +202,25 @@ def analysis_model(analysis: Analysis, net: nn.Module, x: Tensor, process: Tenso
             if p.name not in analysis.targets[n.name]:
                 continue
             kind = _kind(n)
-            if kind == "transform":
-                delta = _transform_scale(n)
-                hi_lo = []
-                for v in (n.nominal + delta, n.nominal - delta):
-                    hi_lo.append(scale * _hist(hard_bins(net, n.apply(x[r], v), bs).cpu(), wp, n_bins))
-                settings.setdefault(n.name, {}).update(_alpha_constraint(n, delta))
-            elif kind == "inputs":
-                up, dn = n.up_down(x[r])
-                hi_lo = [scale * _hist(hard_bins(net, xx, bs).cpu(), wp, n_bins) for xx in (up, dn)]
-                settings.setdefault(n.name, {}).setdefault("constraint", n.constraint)
+            if kind in ("transform", "inputs"):
+                hi_lo = [scale * get(keys, f"{n.name}_{s}", what)[0] for s in ("up", "down")]
+                if kind == "transform":
+                    settings.setdefault(n.name, {}).update(_alpha_constraint(n, _transform_scale(n)))
+                else:
+                    settings.setdefault(n.name, {}).setdefault("constraint", n.constraint)
             elif kind == "weights":
-                hi_lo = [scale * _hist(bins[r], _weight_column(weights, k, len(x), n.name).cpu()[r], n_bins)
-                         for k in (n.up, n.down)]
+                hi_lo = [scale * get(keys, k, what)[0] for k in (n.up, n.down)]
                 settings.setdefault(n.name, {}).setdefault("constraint", n.constraint)
             else:  # alternative samples
                 hi_lo = []
                 for lab in n.labels:
-                    ra = rows(lab, f"the alternative sample of nuisance {n.name!r}")
-                    wa = None if wt is None else wt[ra]
-                    swa = float(len(ra)) if wa is None else float(wa.sum())
-                    hi_lo.append(p.expected / swa * _hist(bins[ra], wa, n_bins))
+                    swa_bins = get((lab,), "nominal", f"the alternative sample of nuisance {n.name!r}")[0]
+                    hi_lo.append(p.expected / float(swa_bins.sum()) * swa_bins)
                 settings.setdefault(n.name, {}).setdefault("constraint", n.constraint)
-            mods.append(HistoSys(n.name, hi=hi_lo[0].numpy(), lo=hi_lo[1].numpy()))
+            mods.append(HistoSys(n.name, hi=hi_lo[0], lo=hi_lo[1]))
         if analysis.mc_stat:
-            w2 = torch.ones(len(r), dtype=torch.float64) if wp is None else wp.to(torch.float64) ** 2
-            sigma = scale * torch.sqrt(_hist(bins[r], w2, n_bins))
-            mods.append(StatError(f"mc_stat_{analysis.channel}", sigma=sigma.numpy()))
-        samples.append(Sample(p.name, nominal.numpy(), mods))
+            mods.append(StatError(f"mc_stat_{analysis.channel}", sigma=scale * np.sqrt(sumw2)))
+        samples.append(Sample(p.name, nominal, mods))
     for conf in settings.values():
         if "constraint" in conf and conf["constraint"] is None:
             conf.setdefault("bounds", (-5.0, 5.0))
