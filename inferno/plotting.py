@@ -164,3 +164,143 @@ def plot_width_vs_nuisance(values: Dict[str, np.ndarray],
         ax.legend()
     fig.suptitle(title)
     return _finish(fig, path)
+
+
+# ----------------------------------------------------------------------------- inferno.explain's figures
+#: the axis label of every figure whose bins are ordered by :func:`purity_order`
+PURITY_LABEL = "learned bins ordered by signal purity (signal / total expected, ascending)"
+
+
+def purity_order(signal: Sequence[float], total: Sequence[float]) -> np.ndarray:
+    """The order of the bins by signal purity, ``signal / total`` expected counts, ascending
+    (stable: ties keep their order; a bin with no expected events counts as purity 0), so
+    that the signal-rich bins come last.
+
+    Raises:
+        ValueError: arrays of different lengths, NaN, negative totals.
+    """
+    s = np.asarray(signal, dtype=np.float64).reshape(-1)
+    t = np.asarray(total, dtype=np.float64).reshape(-1)
+    if s.shape != t.shape:
+        raise ValueError(f"signal and total must have one value per bin, got {s.shape} and {t.shape}")
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(t))) or np.any(t < 0):
+        raise ValueError("signal and total must be finite, total >= 0")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        purity = np.where(t > 0, s / np.where(t > 0, t, 1.0), 0.0)
+    return np.argsort(purity, kind="stable")
+
+
+def _purity_axis(ax, order: np.ndarray, signal: np.ndarray, total: np.ndarray, axis: str = "x") -> None:
+    """Tick labels ``bin (purity)`` in the purity order, and :data:`PURITY_LABEL`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pur = np.where(total > 0, signal / np.where(total > 0, total, 1.0), 0.0)
+    labels = [f"{int(b)}\n{pur[b]:.2g}" if axis == "x" else f"{int(b)} ({pur[b]:.2g})" for b in order]
+    pos = np.arange(len(order))
+    if axis == "x":
+        ax.set_xticks(pos, labels, fontsize=7)
+        ax.set_xlabel(PURITY_LABEL + "\nbin index / purity")
+    else:
+        ax.set_yticks(pos, labels, fontsize=7)
+        ax.set_ylabel(PURITY_LABEL)
+
+
+def plot_importance(importance: Mapping[str, Mapping[str, Tuple[float, float]]], title: str = "",
+                    xlabel: str = r"increase of the expected $\sigma(\mu)$ when shuffled", path: PathLike = None):
+    """Permutation importance as horizontal bars with error bars: one panel per summary,
+    features sorted by their largest importance.
+
+    Args:
+        importance: summary -> {feature: (mean, std)}.
+    """
+    plt = _plt()
+    n = max(len(importance), 1)
+    feats = list(dict.fromkeys(f for v in importance.values() for f in v))
+    top = {f: max(abs(v[f][0]) for v in importance.values() if f in v) for f in feats}
+    feats.sort(key=lambda f: top[f])
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.3 * len(feats) + 1.6), squeeze=False, sharey=True)
+    for ax, (name, vals) in zip(axes[0], importance.items()):
+        m = np.array([vals.get(f, (np.nan, np.nan))[0] for f in feats], dtype=float)
+        s = np.array([vals.get(f, (np.nan, np.nan))[1] for f in feats], dtype=float)
+        ax.barh(np.arange(len(feats)), m, xerr=s, color="tab:blue", alpha=0.8, capsize=2)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel, fontsize=8)
+    axes[0][0].set_yticks(np.arange(len(feats)), feats, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def _heat(ax, m: np.ndarray, cmap: str = "RdBu_r"):
+    finite = np.abs(m[np.isfinite(m)])
+    v = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return ax.imshow(m, aspect="auto", cmap=cmap, vmin=-v, vmax=v, interpolation="nearest")
+
+
+def plot_attribution_map(matrix: np.ndarray, feature_names: Sequence[str], signal: Sequence[float],
+                         total: Sequence[float], title: str = "", label: str = "mean attribution",
+                         path: PathLike = None):
+    """Heat map of attributions, feature x bin (``matrix`` ``(n_features, n_bins)``, e.g.
+    :func:`inferno.explain.attribution_matrix`), the bins in :func:`purity_order` of the
+    expected ``signal`` and ``total`` counts per bin."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=float)
+    s, t = np.asarray(signal, dtype=float), np.asarray(total, dtype=float)
+    if m.ndim != 2 or m.shape[0] != len(feature_names) or m.shape[1] != len(s):
+        raise ValueError(f"matrix must have shape (n_features={len(feature_names)}, n_bins={len(s)}), got {m.shape}")
+    order = purity_order(s, t)
+    fig, ax = plt.subplots(figsize=(0.55 * len(s) + 3, 0.3 * len(feature_names) + 1.8))
+    im = _heat(ax, m[:, order])
+    ax.set_yticks(np.arange(len(feature_names)), list(feature_names), fontsize=8)
+    _purity_axis(ax, order, s, t)
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_nuisance_map(matrix: np.ndarray, row_labels: Sequence[str], signal: Sequence[float],
+                      total: Sequence[float], title: str = "",
+                      label: str = r"relative shift per unit of $\alpha$", path: PathLike = None):
+    """Heat map of the relative shifts of the templates, (nuisance, process) x bin
+    (``matrix`` ``(n_rows, n_bins)``), the bins in :func:`purity_order`."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=float)
+    s, t = np.asarray(signal, dtype=float), np.asarray(total, dtype=float)
+    if m.ndim != 2 or m.shape[0] != len(row_labels) or m.shape[1] != len(s):
+        raise ValueError(f"matrix must have shape (n_rows={len(row_labels)}, n_bins={len(s)}), got {m.shape}")
+    order = purity_order(s, t)
+    fig, ax = plt.subplots(figsize=(0.55 * len(s) + 3.5, 0.28 * len(row_labels) + 1.8))
+    im = _heat(ax, m[:, order])
+    ax.set_yticks(np.arange(len(row_labels)), list(row_labels), fontsize=7)
+    _purity_axis(ax, order, s, t)
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_ranking(rankings: Mapping[str, Mapping[str, float]], title: str = "",
+                 xlabel: str = r"impact on $\sigma(\mu)$: $\sigma$ - $\sigma$(nuisance fixed)", path: PathLike = None):
+    """Ranking of the systematics: horizontal bars of each nuisance's impact, one panel per
+    summary, sorted by the largest impact.
+
+    Args:
+        rankings: summary -> {nuisance: impact}.
+    """
+    plt = _plt()
+    n = max(len(rankings), 1)
+    names = list(dict.fromkeys(k for v in rankings.values() for k in v))
+    top = {k: max(v[k] for v in rankings.values() if k in v) for k in names}
+    names.sort(key=lambda k: top[k])
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.3 * len(names) + 1.6), squeeze=False, sharey=True)
+    for ax, (summary, vals) in zip(axes[0], rankings.items()):
+        ax.barh(np.arange(len(names)), [vals.get(k, np.nan) for k in names], color="tab:orange", alpha=0.85)
+        ax.set_title(summary)
+        ax.set_xlabel(xlabel, fontsize=8)
+    axes[0][0].set_yticks(np.arange(len(names)), names, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
+__all__ += ["purity_order", "PURITY_LABEL", "plot_importance", "plot_attribution_map", "plot_nuisance_map",
+            "plot_ranking"]

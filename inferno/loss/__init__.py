@@ -17,10 +17,10 @@ from here.
 from .analysis import Analysis, Process
 from .callback import InfernoLoss
 from .fisher import FisherError, LOSS_KINDS, asimov_fisher, poi_loss
-from .pure import inferno_loss, soft_outputs_check
+from .pure import batch_templates, inferno_loss, soft_outputs_check
 
 __all__ = ["Analysis", "Process", "inferno_loss", "InfernoLoss", "Inferno", "ApproxInferno", "InfernoPred",
-           "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError", "LOSS_KINDS"]
+           "batch_templates", "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError", "LOSS_KINDS"]
 
 
 def __getattr__(name: str):  # the compatibility names, imported on first use (no import cycle)

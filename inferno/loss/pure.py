@@ -52,7 +52,7 @@ from . import tangents as tg
 from .analysis import Analysis
 from .fisher import AsimovPoiLoss, FisherError
 
-__all__ = ["inferno_loss", "soft_outputs_check"]
+__all__ = ["inferno_loss", "batch_templates", "soft_outputs_check"]
 
 DTYPE = torch.float64
 
@@ -161,7 +161,8 @@ def _check_batch(x: Tensor, process: Tensor, w: Optional[Tensor]) -> Tuple[Tenso
 
 def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Optional[Tensor],
           weights: Dict[str, Tensor], y: Tensor, calls: Optional[list], return_fisher: bool,
-          fused: bool = True, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Any:
+          fused: bool = True, reduce: Optional[Callable[[Tensor], Tensor]] = None,
+          out: Optional[Dict[str, Any]] = None) -> Any:
     _check_shape(y)
     n_bins = y.shape[1]
     b = analysis._build(n_bins)
@@ -205,9 +206,38 @@ def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Opti
                              "names the problem); the global batch has no INFERNO loss")
         nu = (k["F"] * nom.detach()).sum(0)
         _diagnose(analysis, b, labels, y, count, sumw, nom, nu, fisher)
+    if out is not None:  # batch_templates
+        out.update(nominal=nom.detach(), shifts=None if shifts is None else shifts.detach(),
+                   terms=[(analysis.processes[p].name, n) for p, n in b["term_index"]],
+                   mc_var=var.detach() if var.numel() else None, fisher=fisher.detach(), names=list(b["names"]),
+                   loss=loss.detach())
     if return_fisher:
         return loss, fisher, list(b["names"])
     return loss
+
+
+def batch_templates(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor, w: Optional[Tensor] = None,
+                    weights: Optional[Mapping[str, Tensor]] = None) -> Dict[str, Any]:
+    r"""What the INFERNO loss of ``net`` sees on one batch (as :func:`inferno_loss` computes it,
+    detached): ``nominal`` the soft counts :math:`\nu^0_{p,i}` (n_processes, bins), ``shifts``
+    the derivative templates (T, bins) of the histosys ``terms`` [(process, nuisance)] in
+    counts per unit of the nuisance (None without shape nuisances), ``mc_var`` the MC-statistics
+    variance per bin (or None), ``fisher`` and its parameter ``names``, and the ``loss``. For
+    explaining a trained summary (:mod:`inferno.explain`)."""
+    out: Dict[str, Any] = {}
+    labels, w = _check_batch(x, process, w)
+    x_in = analysis._nominal_inputs(x, labels)
+    with torch.no_grad():
+        calls = None
+        if tg.leaves_of(net) is not None:
+            with tg.Recorder(net) as rec:
+                rec.arm()
+                y = net(x_in)
+                calls = rec.collect(y, x_in)
+        else:
+            y = net(x_in)
+        _loss(analysis, net, x_in, labels, w, dict(weights or {}), y, calls, False, out=out)
+    return out
 
 
 def _reduced(reduce: Callable[[Tensor], Tensor], count: Tensor, sumw: Tensor, hist: Tensor, sums: Optional[Tensor],
