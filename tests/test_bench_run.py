@@ -19,8 +19,8 @@ from inferno.htautau.run import BenchConfig, parse_args, run
 from inferno.likelihood import from_pyhf, profile
 
 TINY = dict(seed=3, n_events=3000, n_test=6000, epochs=2, inferno_epochs=2, bs=1000, bins=4, hidden=16, toys=20,
-            shifts=(-2.0, 0.0, 2.0), scan_points=21, toy_scan_points=15)
-SUMMARIES = ["bce", "multiclass", "multiclass_argmax", "inferno"]
+            shifts=(-2.0, 0.0, 2.0), scan_points=21, toy_scan_points=15, edge_grid=40)
+SUMMARIES = ["bce", "multiclass", "multiclass_argmax", "inferno", "bce_opt", "bce_aug"]
 
 
 def _quiet(*a, **k):
@@ -59,12 +59,18 @@ def test_end_to_end_outputs(tiny_run):
     assert (cov["n_toys"] + cov["n_failed"] == cfg.toys).all() and (cov["n_toys"] > 0).all()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["seed"] == cfg.seed and meta["wall_s"] > 0 and meta["config"]["toys"] == cfg.toys
-    assert set(meta["training"]) == {"bce", "multiclass", "inferno"}
+    assert set(meta["training"]) == {"bce", "multiclass", "inferno", "bce_opt", "bce_aug"}
     for m, t in meta["training"].items():
+        if m == "bce_opt":  # no training: the validation sigma(mu) of the edges, start and after each sweep
+            tr = t["history"]["sigma_valid"]
+            assert len(tr) == t["best_epoch"] + 1 and all(math.isfinite(v) for v in tr)
+            assert all(b <= a for a, b in zip(tr, tr[1:])) and tr[-1] == t["sigma_valid"]
+            continue
         assert len(t["history"]["valid"]) == (cfg.inferno_epochs if m == "inferno" else cfg.epochs)
         assert all(math.isfinite(v) for v in t["history"]["train"])
     md = (out / "results.md").read_text()
     assert "| INFERNO |" in md and "| BCE classifier |" in md and "score" in md
+    assert "| BCE, optimised bin edges |" in md and "| BCE, syst. augmentation |" in md
 
 
 def test_every_summary_is_a_model_of_the_analysis(tiny_run):
@@ -136,6 +142,9 @@ def test_same_seed_same_numbers(tiny_run, tmp_path):
     (["--lr", "-1"], "--lr"),
     (["--temperature", "nan"], "--temperature"),
     (["--seed", "-1"], "--seed"),
+    (["--pivot-lambdas", "1,-1"], "--pivot-lambdas"),
+    (["--models", "pivot", "--systematics", "tau_id", "--shifts", "0"], "the pivot needs"),
+    (["--bins", "10", "--edge-grid", "5"], "--edge-grid"),
 ])
 def test_argument_errors_before_anything_is_written(args, message, tmp_path, capsys):
     out = tmp_path / "never"
@@ -167,6 +176,9 @@ def test_quick_defaults_and_entry_point(capsys):
     assert full.n_events > cfg.n_events and full.toys > cfg.toys and full.out == "docs/benchmark"
     assert parse_args(["--quick", "--toys", "7"]).toys == 7
     assert parse_args(["--systematics", "none", "--shifts", "0"]).systematics == ()
+    assert {"bce_opt", "bce_aug"} <= set(full.models) and "pivot" not in full.models  # the cheap baselines by default
+    assert parse_args(["--models", "pivot", "--pivot-lambdas", "0,5"]).pivot_lambdas == (0.0, 5.0)
+    assert parse_args(["--models", "bce_opt,bce_aug"]).models == ("bce_opt", "bce_aug")
     with pytest.raises(SystemExit) as e:
         br.main(["--help"])
     assert e.value.code == 0
@@ -308,3 +320,208 @@ def test_committed_full_run_meets_the_targets():
     err = (0.683 * 0.317 / 1000) ** 0.5
     for shift in ("-2", "-1", "+0", "+1", "+2"):
         assert abs(float(inf[f"coverage_tes{shift}"]) - 0.683) <= 4 * err, shift
+
+
+# ----------------------------------------------------------------------------- baselines
+def test_bce_opt_edges_beat_the_quantile_edges_on_validation(tiny_run):
+    """bce_opt: the optimised edges are a valid binning (strictly increasing, --bins bins, inside
+    (0, 1)) of the bce network's score, and their validation sigma(mu) (all nuisances profiled),
+    recomputed independently, is <= that of the quantile edges it started from."""
+    from inferno.htautau import baselines as bl
+    from inferno.htautau.summaries import BinnedScore, score_edges
+
+    res, cfg = tiny_run
+    prob, t = res["problem"], res["trained"]["bce_opt"]
+    assert t["net"] is res["trained"]["bce"]["net"]  # the bce network, trained once
+    edges = np.asarray(t["edges"])
+    assert len(edges) == cfg.bins - 1 and np.all(np.diff(edges) > 0) and 0 < edges[0] and edges[-1] < 1
+    start = score_edges(t["net"], "sigmoid", prob, cfg)
+    np.testing.assert_array_equal(start, t["start_edges"])
+    # the start is the bce summary's edges
+    np.testing.assert_array_equal(br.make_summaries({"bce": res["trained"]["bce"]}, prob, cfg)["bce"].edges.numpy(),
+                                  start)
+    probe = BinnedScore(t["net"], "sigmoid", np.zeros(0)).eval()
+    grid = np.unique(np.concatenate([start, edges]))
+    opt = bl.EdgeOptimiser(prob.analysis, probe.scores, prob.valid, grid, n_template=prob.n_test)
+    s_start, s_opt = opt.sigma(np.searchsorted(grid, start)), opt.sigma(np.searchsorted(grid, edges))
+    assert math.isfinite(s_start) and s_opt <= s_start * (1 + 1e-9)
+    assert s_opt == pytest.approx(t["best_loss"], rel=1e-9) and s_start == pytest.approx(t["meta"]["sigma_valid_start"],
+                                                                                        rel=1e-9)
+    # the summary measured: its bins are the score's, on the test events, and every bin is used
+    summ = BinnedScore(t["net"], "sigmoid", edges).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(prob.test["primary"])
+        b = summ(x).argmax(1).numpy()
+        ref = np.searchsorted(edges, summ.scores(x).numpy(), side="right")
+    np.testing.assert_array_equal(b, ref)
+    assert set(np.unique(b)) <= set(range(cfg.bins))
+    assert 2 <= res["results"]["bce_opt"]["n_bins"] <= cfg.bins
+
+
+def test_edge_optimiser_builds_the_model_measure_builds(problem):
+    """The fast path of bce_opt (cell histograms summed) gives the model analysis_model builds
+    from the same events and edges, and asimov_sigma is fit's Hessian uncertainty."""
+    from inferno.htautau import baselines as bl
+    from inferno.htautau.analysis import WEIGHT_EXTRAS
+    from inferno.htautau.summaries import BinnedScore
+    from inferno.likelihood import fit
+    from inferno.templates import analysis_model
+
+    torch.manual_seed(0)
+    net = br.build_net("bce", hb.FeatureLayer.fit(problem.train["primary"]), BenchConfig(hidden=8)).eval()
+    probe = BinnedScore(net, "sigmoid", np.zeros(0)).eval()
+    v = problem.valid
+    with torch.no_grad():
+        s = probe.scores(torch.from_numpy(v["primary"])).numpy()
+    grid = np.quantile(s, np.linspace(0.05, 0.95, 19))
+    sel = [3, 9, 15]  # 4 bins, each with many events of every process
+    opt = bl.EdgeOptimiser(problem.analysis, probe.scores, v, grid)
+    ours = opt.model(sel)
+    theirs = analysis_model(problem.analysis, BinnedScore(net, "sigmoid", grid[sel]), torch.from_numpy(v["primary"]),
+                            torch.from_numpy(v["label"]), torch.from_numpy(v["weight"]),
+                            weights={k: torch.from_numpy(v[k]) for k in WEIGHT_EXTRAS})
+    assert ours.names == theirs.names
+    torch.testing.assert_close(ours.expected(ours.init), theirs.expected(theirs.init), rtol=1e-9, atol=1e-9)
+    for par in ("tes", "jes", "tau_id", "ttbar_model"):
+        torch.testing.assert_close(ours.expected(ours.params(**{par: 1.0})),
+                                   theirs.expected(theirs.params(**{par: 1.0})), rtol=1e-9, atol=1e-9)
+    main, aux = ours.asimov()
+    assert bl.asimov_sigma(ours) == pytest.approx(float(fit(ours, main, aux).poi_unc), rel=1e-9)
+    # a coordinate descent never ends above its start, and its edges stay ordered
+    r = bl.optimise_edges(opt, sel, max_sweeps=2)
+    assert r["sigma"] <= r["sigma_start"] and list(r["sel"]) == sorted(set(r["sel"]))
+    # the MC statistics scaled to a larger template sample can only narrow the interval
+    big = {k: 10 * n for k, n in problem.n_test.items()}
+    opt10 = bl.EdgeOptimiser(problem.analysis, probe.scores, v, grid, n_template=big)
+    assert opt10.sigma(sel) < opt.sigma(sel)
+
+
+def test_bce_aug_moves_the_inputs_and_the_weights(problem):
+    """bce_aug: the batch the network sees is the nominal one moved by the analysis' exact
+    energy-scale transforms at the drawn per-event values (the tau pT scaled by 1 + 0.03 alpha),
+    re-weighted for tau_id and the ttbar modelling; fresh draws every training batch, the same
+    validation draws every epoch."""
+    from types import SimpleNamespace
+
+    from inferno.htautau import baselines as bl
+    from inferno.htautau.analysis import htautau_analysis
+
+    ds = bl.augmented_dataset(problem.train, problem.systematics)
+    lab = ds.extras[bl.AUG_LABEL].long()
+    assert {4, 5} <= set(lab.tolist())  # the alternative ttbar samples are in
+    # each alternative sample carries the nominal ttbar's total weight (before the mixing)
+    wt = ds.w[:, 0].double()
+    for a in (4, 5):
+        assert float(wt[lab == a].sum()) == pytest.approx(float(wt[lab == 2].sum()), rel=1e-5)
+    # signal and background (the processes) to equal totals, as bce's
+    assert float(wt[lab == 0].sum()) == pytest.approx(float(wt[(lab >= 1) & (lab <= 3)].sum()), rel=1e-5)
+    idx = torch.cat([torch.arange(300), (lab == 4).nonzero()[:100, 0], (lab == 5).nonzero()[:100, 0],
+                     (lab == 2).nonzero()[:100, 0], (lab == 0).nonzero()[:100, 0]])
+    x0, w0, extras = ds.x[idx], ds.w[idx], {k: v[idx] for k, v in ds.extras.items()}
+    cb = bl.SystAugmentation(problem.analysis, seed=1)
+    wr = SimpleNamespace(state="train", x=x0.clone(), w=w0.clone(), extras=extras)
+    cb.set_wrapper(wr)
+    cb.on_train_begin()
+    cb.on_batch_begin()
+    assert not torch.equal(wr.x, x0) and not torch.equal(wr.w, w0)
+    a_tes, a_jes = cb.last["tes"], cb.last["jes"]
+    assert a_tes.shape == (len(x0),) and 0.5 < float(a_tes.std()) < 1.5 and not torch.equal(a_tes, a_jes)
+    want = hb.EnergyScale("jet")(hb.EnergyScale("tau")(x0, a_tes), a_jes).to(x0.dtype)
+    torch.testing.assert_close(wr.x, want)
+    pt = hb.PRIMARY.index("tau_pt")
+    torch.testing.assert_close(wr.x[:, pt].double(), x0[:, pt].double() * (1 + 0.03 * a_tes), rtol=1e-6, atol=1e-4)
+    # the weights: tau_id interpolated, ttbar mixed with its alternative samples
+    a_id, a_tt = cb.last["tau_id"], cb.last["ttbar_model"]
+    assert float(a_tt.abs().max()) <= 1.0
+    up, dn = extras[bl.AUG_TAU_ID_UP].double(), extras[bl.AUG_TAU_ID_DOWN].double()
+    f_id = torch.where(lab[idx] <= 3, 1 + a_id.clamp_min(0) * (up - 1) + (-a_id).clamp_min(0) * (dn - 1), 1.0)
+    l_ = lab[idx]
+    f_tt = torch.where(l_ == 2, 1 - a_tt.abs(), torch.where(l_ == 4, a_tt.clamp_min(0),
+                                                            torch.where(l_ == 5, (-a_tt).clamp_min(0), 1.0)))
+    torch.testing.assert_close(wr.w[:, 0].double(), w0[:, 0].double() * f_id * f_tt, rtol=1e-6, atol=1e-9)
+    # another training batch: new draws; validation: the same draws at every epoch
+    first = a_tes.clone()
+    wr.x = x0.clone()
+    cb.on_batch_begin()
+    assert not torch.equal(cb.last["tes"], first)
+    vals = []
+    for _ in range(2):
+        wr.state, wr.x, wr.w = "valid", x0.clone(), w0.clone()
+        cb.on_epoch_begin()
+        cb.on_batch_begin()
+        vals.append(wr.x)
+    assert torch.equal(vals[0], vals[1]) and not torch.equal(vals[0], x0)
+    # with the tau energy scale alone: exactly EnergyScale('tau') at the drawn values
+    only = bl.SystAugmentation(htautau_analysis(problem.events, systematics=("tes",)), seed=2)
+    x1, w1 = only.augment(x0, w0, extras)
+    assert torch.equal(x1, hb.EnergyScale("tau")(x0, only.last["tes"]).to(x0.dtype)) and torch.equal(w1, w0)
+    assert set(only.last) == {"tes"}
+
+
+def test_bce_aug_trains_and_train_all_trains_bce_once(problem):
+    cfg = BenchConfig(epochs=2, bs=1000, bins=3, hidden=8, edge_grid=20)
+    tr = br.train_all(("bce_opt", "bce_aug"), problem, cfg, log=_quiet)
+    assert set(tr) == {"bce_opt", "bce_aug"}
+    h = tr["bce_aug"]["history"]
+    assert len(h["train"]) == len(h["valid"]) == 2 and all(math.isfinite(v) for v in h["train"] + h["valid"])
+    assert tr["bce_aug"]["net"] is not tr["bce_opt"]["net"]
+    summ = br.make_summaries(tr, problem, cfg)
+    assert set(summ) == {"bce_opt", "bce_aug"}
+    for s in summ.values():
+        assert s.n_bins == cfg.bins and bool((s.edges[1:] > s.edges[:-1]).all())
+
+
+def test_pivot_trains_picks_lambda_and_is_measured(tmp_path):
+    """pivot: one training per lambda, the adversary trained alongside (its loss recorded), the
+    lambda kept is the one of the smallest validation sigma(mu); measured like the others."""
+    res = run(BenchConfig(out=str(tmp_path / "pivot"), figures=False, **{**TINY, "models": ("pivot",),
+                                                                         "pivot_lambdas": (0.0, 10.0)}), log=_quiet)
+    t = res["trained"]["pivot"]
+    m = t["meta"]
+    assert m["lambdas"] == [0.0, 10.0] and len(m["sigma_valid"]) == 2
+    assert m["lam"] == m["lambdas"][int(np.argmin(m["sigma_valid"]))]
+    assert len(m["adversary"]["train"]) == len(m["adversary"]["valid"]) == TINY["epochs"]
+    assert all(math.isfinite(v) and v > 0 for v in m["adversary"]["train"])
+    tab = res["table"]
+    assert list(tab["summary"]) == ["pivot"] and np.isfinite(tab["width"]).all() and (tab["width"] > 0).all()
+    assert res["meta"]["training"]["pivot"]["lam"] == m["lam"]
+
+
+def test_pivot_adversary_step_and_loss():
+    """The adversary takes one step per training batch on its own loss (classifier output
+    detached), and the classifier's loss becomes BCE - lambda * the adversary's loss, with the
+    gradient reaching the classifier's output; no adversary step in validation."""
+    from types import SimpleNamespace
+
+    from inferno.htautau import baselines as bl
+
+    n = 64
+    g = torch.Generator().manual_seed(0)
+    aug = SimpleNamespace(transforms=[SimpleNamespace(name="tes"), SimpleNamespace(name="jes")],
+                          last={"tes": torch.randn(n, generator=g, dtype=torch.float64),
+                                "jes": torch.randn(n, generator=g, dtype=torch.float64)})
+    adv = bl.PivotAdversary(aug, ("tes", "jes"), lam=3.0, hidden=8, lr=1e-2, seed=1)
+    y_pred = torch.randn(n, 1, generator=g, requires_grad=True)
+    w = torch.rand(n, 1, generator=g)
+    before = [p.detach().clone() for p in adv.adv.parameters()]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(y_pred, torch.ones(n, 1))
+    wr = SimpleNamespace(state="train", y_pred=y_pred, w=w, loss_val=bce)
+    adv.set_wrapper(wr)
+    adv.on_train_begin()
+    adv.on_epoch_begin()
+    adv.on_forwards_end()
+    after = [p.detach().clone() for p in adv.adv.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # the adversary stepped
+    l_r = adv._loss(torch.sigmoid(y_pred.detach()), w)
+    torch.testing.assert_close(wr.loss_val.detach(), bce.detach() - 3.0 * l_r)
+    grads = [p.grad.clone() for p in adv.adv.parameters()]  # of the adversary's own step
+    wr.loss_val.backward()
+    assert y_pred.grad is not None and torch.isfinite(y_pred.grad).all()
+    # the classifier's loss does not reach the adversary (held during the classifier's step)
+    assert all(torch.equal(p.grad, q) for p, q in zip(adv.adv.parameters(), grads))
+    adv.on_epoch_end()
+    assert len(adv.history["train"]) == 1
+    wr.state, wr.loss_val = "valid", bce.detach()
+    adv.on_epoch_begin()
+    adv.on_forwards_end()
+    assert all(torch.equal(a, p) for a, p in zip(after, adv.adv.parameters()))

@@ -12,13 +12,16 @@ import torch
 
 from .. import htautau as hb
 
-#: the trained networks
-MODELS: Tuple[str, ...] = ("bce", "multiclass", "inferno")
-#: the summaries measured (and the network each comes from)
+#: the models (``--models``): trained networks, and ``bce_opt`` (the ``bce`` network, its bin edges
+#: optimised); new ones go last (a model's training seed is its index here)
+MODELS: Tuple[str, ...] = ("bce", "multiclass", "inferno", "bce_opt", "bce_aug", "pivot")
+#: the summaries measured (and the model each comes from)
 SUMMARIES: Dict[str, str] = {"bce": "bce", "multiclass": "multiclass", "multiclass_argmax": "multiclass",
-                             "inferno": "inferno"}
+                             "inferno": "inferno", "bce_opt": "bce_opt", "bce_aug": "bce_aug", "pivot": "pivot"}
 LABELS: Dict[str, str] = {"bce": "BCE classifier", "multiclass": "multiclass (signal prob.)",
-                          "multiclass_argmax": "multiclass (argmax)", "inferno": "INFERNO"}
+                          "multiclass_argmax": "multiclass (argmax)", "inferno": "INFERNO",
+                          "bce_opt": "BCE, optimised bin edges", "bce_aug": "BCE, syst. augmentation",
+                          "pivot": "pivot (adversary on tes, jes)"}
 #: the nominal coverage of a 68.27% interval
 ONE_SIGMA = 0.6827
 
@@ -68,10 +71,19 @@ def results_markdown(tab, cov, meta: Dict[str, Any]) -> str:
               f"- inferno {meta['inferno_version']} (commit {meta['git_commit']}), torch {meta['torch_version']}, "
               f"numpy {meta['numpy_version']}, python {meta['python']}",
               f"- wall time: {meta['wall_s'] / 60:.1f} min on {meta['machine']} (torch threads: {meta['threads']})",
-              "- training: " + ", ".join(f"{k} {v['train_s']:.0f} s (best epoch {v['best_epoch']})"
-                                          for k, v in meta["training"].items()),
+              "- training: " + ", ".join(_training_note(k, v) for k, v in meta["training"].items()),
               f"- settings: {json.dumps(meta['config'])}", ""]
     return "\n".join(lines)
+
+
+def _training_note(name: str, t: Dict[str, Any]) -> str:
+    if name == "bce_opt":
+        return (f"bce_opt edges {t['train_s']:.0f} s ({t['best_epoch']} sweeps, validation sigma "
+                f"{t['sigma_valid_start']:.4f} -> {t['sigma_valid']:.4f})")
+    if name == "pivot":
+        return (f"pivot {t['train_s']:.0f} s for lambda in {t['lambdas']} (kept {t['lam']:g}, best epoch "
+                f"{t['best_epoch']})")
+    return f"{name} {t['train_s']:.0f} s (best epoch {t['best_epoch']})"
 
 
 def _plt():
@@ -219,10 +231,18 @@ def fig_training(trained: Dict[str, Dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(trained), figsize=(4.5 * len(trained), 3.6), squeeze=False)
     for ax, (name, t) in zip(axes[0], trained.items()):
         h = t["history"]
+        if name == "bce_opt":  # no training: the bin edges' coordinate descent
+            tr = h["sigma_valid"]
+            ax.plot(np.arange(len(tr)), tr, marker="o", label="validation")
+            ax.set_title(f"{name}: bin edges")
+            ax.set_xlabel("sweep (0: bce's edges)")
+            ax.set_ylabel(r"expected $\sigma(\mu)$, all profiled")
+            ax.legend(fontsize=8)
+            continue
         ax.plot(np.arange(1, len(h["train"]) + 1), h["train"], ls="--", label="training")
         ax.plot(np.arange(1, len(h["valid"]) + 1), h["valid"], label="validation")
         ax.axvline(t["best_epoch"], color="grey", ls=":", lw=1)
-        ax.set_title(name)
+        ax.set_title(name if name != "pivot" else f"pivot (lambda {t['meta']['lam']:g}): BCE - lambda L_adv")
         ax.set_xlabel("epoch")
         ax.set_ylabel("INFERNO loss (var. of mu)" if name == "inferno" else "weighted cross-entropy")
         if name == "inferno":

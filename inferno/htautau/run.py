@@ -16,7 +16,19 @@ layers), each keeping the weights of its best validation epoch:
   (the most probable process: 4 bins);
 * ``inferno``: INFERNO on the analysis (:class:`~inferno.loss.InfernoLoss`; every
   systematic, the control region, optionally the MC statistics; ``--bins`` outputs,
-  ``VariableSoftmax`` at ``--temperature``); summary: its argmax.
+  ``VariableSoftmax`` at ``--temperature``); summary: its argmax;
+* ``bce_opt`` (no training of its own): the ``bce`` network's signal probability, its
+  ``--bins`` bin edges chosen to minimise the expected sigma(mu) of the analysis (every nuisance
+  profiled) on the *validation* events, by coordinate descent from ``bce``'s edges over
+  ``--edge-grid`` candidate edges (:mod:`inferno.htautau.baselines`);
+* ``bce_aug``: the BCE classifier trained on events whose nuisances (tes, jes, tau_id,
+  ttbar_model) are redrawn per event every epoch from their constraints (the exact transforms,
+  the weights, the alternative samples mixed: :class:`~inferno.htautau.baselines.SystAugmentation`);
+  binned like ``bce``;
+* ``pivot`` (only on request: one training per ``--pivot-lambdas``): ``bce_aug`` with an
+  adversary regressing the drawn tes and jes from its output (loss BCE - lambda x adversary's),
+  the lambda with the smallest expected sigma(mu) on the validation events kept; binned like
+  ``bce``.
 
 Each summary then gets the same measurement: the concrete model of the analysis
 (:func:`~inferno.templates.analysis_model`) filled from an independent template (test)
@@ -65,13 +77,16 @@ from .analysis import SYSTEMATICS, WEIGHT_EXTRAS, prepare
 from .report import (MODELS, ONE_SIGMA, SUMMARIES, fig_coverage, fig_features, fig_profiles, fig_templates,
                      fig_training, results_markdown, results_table)
 from .summaries import (BinnedScore, KeepBest, MergedBins, StratifiedLoader, WeightedCE, _train_seed,  # noqa: F401
-                        build_net, make_summaries, merge_bins, signal_probability, train)
+                        build_net, make_summaries, merge_bins, optimise_bins, signal_probability, train, train_all)
 
-__all__ = ["BenchConfig", "main", "parse_args", "validate", "run", "train", "build_net", "make_summaries",
+__all__ = ["BenchConfig", "main", "parse_args", "validate", "run", "train", "train_all", "optimise_bins",
+           "build_net", "make_summaries",
            "measure", "merge_bins", "truth_counts", "pseudo_data", "challenge_score", "coverage_penalty",
            "signal_probability", "StratifiedLoader", "BinnedScore", "MergedBins", "WeightedCE", "KeepBest",
            "MODELS", "SUMMARIES"]
 
+#: the models run by default (the pivot, a training per lambda, on request)
+DEFAULT_MODELS: Tuple[str, ...] = tuple(m for m in MODELS if m != "pivot")
 #: largest --seed (the training seeds are 10 seed + model)
 MAX_SEED = 2**32 - 1
 #: the challenge's epsilon in -ln((width + eps) f(coverage))
@@ -86,7 +101,7 @@ class BenchConfig:
     n_events: int = 200_000
     n_test: int = 500_000
     fractions: Tuple[float, float] = (0.7, 0.3)
-    models: Tuple[str, ...] = MODELS
+    models: Tuple[str, ...] = DEFAULT_MODELS
     epochs: int = 40
     inferno_epochs: int = 120
     bs: int = 4000
@@ -96,6 +111,8 @@ class BenchConfig:
     lr_inferno: float = 1e-3
     temperature: float = 0.1
     binning: str = "quantile"
+    edge_grid: int = 200
+    pivot_lambdas: Tuple[float, ...] = (1.0, 10.0, 100.0)
     systematics: Tuple[str, ...] = ("tes", "jes", "tau_id", "ttbar_model")
     mc_stat: bool = True
     toys: int = 1000
@@ -148,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=d.temperature, help="softmax temperature of INFERNO")
     p.add_argument("--binning", choices=("quantile", "uniform"), default=d.binning,
                    help="classifier bins: equal signal (validation sample) or equal width in the probability")
+    p.add_argument("--edge-grid", type=int, default=d.edge_grid,
+                   help="bce_opt: candidate bin edges (half quantiles of the validation signal's score, half of all "
+                        "its events')")
+    p.add_argument("--pivot-lambdas", default=",".join(f"{v:g}" for v in d.pivot_lambdas),
+                   help="pivot: the adversary's weights tried (one training each; the best on the validation "
+                        "sample kept)")
     p.add_argument("--systematics", default=",".join(d.systematics),
                    help="shape systematics of the analysis (rates always): subset of tes,jes,tau_id,ttbar_model; "
                         "'none' for none")
@@ -176,6 +199,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
     problems: List[str] = []
     try:
         fractions = _floats(a.fractions, "--fractions")
+        lambdas = _floats(a.pivot_lambdas, "--pivot-lambdas")
         shifts = _floats(a.shifts, "--shifts")
     except argparse.ArgumentTypeError as e:
         p.error(str(e))
@@ -191,7 +215,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
         inferno_epochs=a.inferno_epochs if a.inferno_epochs is not None else (15 if q else d.inferno_epochs),
         bs=a.bs if a.bs is not None else (2000 if q else d.bs),
         bins=a.bins, hidden=a.hidden, lr=a.lr, lr_inferno=a.lr_inferno, temperature=a.temperature,
-        binning=a.binning, systematics=syst, mc_stat=not a.no_mc_stat,
+        binning=a.binning, edge_grid=a.edge_grid, pivot_lambdas=lambdas, systematics=syst,
+        mc_stat=not a.no_mc_stat,
         toys=a.toys if a.toys is not None else (100 if q else d.toys),
         shifts=shifts, truth=a.truth, scan_points=a.scan_points, toy_scan_points=a.toy_scan_points, figures=not a.no_figures,
         out=a.out if a.out is not None else (f"{d.out}/quick" if q else d.out), quick=q)
@@ -227,6 +252,12 @@ def validate(c: BenchConfig) -> List[str]:
     for name, v in (("--lr", c.lr), ("--lr-inferno", c.lr_inferno), ("--temperature", c.temperature)):
         if not (math.isfinite(v) and v > 0):
             bad.append(f"{name} must be finite and > 0, got {v}")
+    if isinstance(c.edge_grid, bool) or not isinstance(c.edge_grid, int) or c.edge_grid < c.bins:
+        bad.append(f"--edge-grid must be an integer >= --bins ({c.bins}), got {c.edge_grid!r}")
+    if not c.pivot_lambdas or any(not (math.isfinite(v) and v >= 0) for v in c.pivot_lambdas):
+        bad.append(f"--pivot-lambdas must be finite numbers >= 0, got {list(c.pivot_lambdas)}")
+    if "pivot" in c.models and not {"tes", "jes"} & set(c.systematics):
+        bad.append("the pivot needs the tes or jes systematic")
     if c.binning not in ("quantile", "uniform"):
         bad.append(f"--binning must be 'quantile' or 'uniform', got {c.binning!r}")
     if unknown := [s for s in c.systematics if s not in SYSTEMATICS]:
@@ -465,7 +496,7 @@ def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, A
         f"{len(prob.train['label'])}, validation {len(prob.valid['label'])}, test (templates) "
         f"{len(prob.test['label'])}; control region {len(prob.control['label'])} "
         f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    trained = {m: train(m, prob, cfg, log) for m in cfg.models}
+    trained = train_all(cfg.models, prob, cfg, log)
     summaries = make_summaries(trained, prob, cfg)
     results = {name: measure(name, s, prob, cfg, log) for name, s in summaries.items()}
     tab, cov = results_table(results)
@@ -488,14 +519,15 @@ def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, A
         fig_training(trained, out / "training.png")
         figs += ["profiles.png", "coverage_vs_tes.png", "training.png"]
     seeds = dict(events=f"SeedSequence({cfg.seed}).spawn(2)[0]", template_events=f"SeedSequence({cfg.seed}).spawn(2)[1]",
-                 split=cfg.seed, training={m: _train_seed(cfg.seed, m) for m in cfg.models},
+                 split=cfg.seed,
+                 training={m: _train_seed(cfg.seed, "bce" if m == "bce_opt" else m) for m in cfg.models},
                  toys={f"{s:g}": _toy_seed(cfg.seed, j) for j, s in enumerate(cfg.shifts)})
     meta = dict(command=command or f"run({cfg!r})", seed=cfg.seed, seeds=seeds, inferno_version=__version__,
                 torch_version=torch.__version__, numpy_version=np.__version__, python=platform.python_version(),
                 git_commit=_git_commit(), machine=f"{platform.machine()}, {os.cpu_count()} cores",
                 threads=cfg.threads, wall_s=time.perf_counter() - t0, config=asdict(cfg), figures=figs,
                 training={k: dict(train_s=v["train_s"], best_epoch=v["best_epoch"], best_loss=v["best_loss"],
-                                  history=v["history"]) for k, v in trained.items()},
+                                  history=v["history"], **v.get("meta", {})) for k, v in trained.items()},
                 measure_s={k: r["measure_s"] for k, r in results.items()},
                 sr_yields=prob.sr_yields, n_test=prob.n_test,
                 parameters=results[next(iter(results))]["model"].names if results else [])

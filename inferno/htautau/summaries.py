@@ -1,4 +1,5 @@
-"""``inferno-bench``: the networks, their training and the binned summaries made from them."""
+"""``inferno-bench``: the networks, their training and the binned summaries made from them
+(the systematic-aware baselines ``bce_opt`` and ``bce_aug``: :mod:`inferno.htautau.baselines`)."""
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,8 @@ from ..training.wrapper import ModelWrapper
 from ..nn import VariableSoftmax
 from .. import htautau as hb
 from .analysis import to_dataset
+from .baselines import (EdgeOptimiser, PivotAdversary, SystAugmentation, augmented_dataset, candidate_grid,
+                        optimise_edges)
 from .report import MODELS, SUMMARIES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +58,7 @@ def build_net(kind: str, feature_layer, cfg: BenchConfig):
     (BCE: one logit; multiclass: one logit per process; INFERNO: ``bins`` outputs and a
     VariableSoftmax)."""
     nf = len(hb.FEATURES)
-    if kind == "bce":
+    if kind in ("bce", "bce_aug", "pivot"):
         return nn.Sequential(feature_layer, *_mlp(nf, 1, cfg.hidden))
     if kind == "multiclass":
         return nn.Sequential(feature_layer, *_mlp(nf, len(hb.PROCESSES), cfg.hidden))
@@ -74,8 +77,12 @@ class WeightedCE(nn.Module):
         return nn.functional.cross_entropy(logits, y.reshape(-1).long(), reduction=self.reduction)
 
 
-def train(kind: str, prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Any]:
-    """Train model ``kind`` on the problem's training sample (best validation epoch kept)."""
+def train(kind: str, prob, cfg: BenchConfig, log: Callable = print, lam: float = 0.0) -> Dict[str, Any]:
+    """Train model ``kind`` (``bce``, ``multiclass``, ``inferno``, ``bce_aug``, ``pivot`` at the
+    adversary's weight ``lam``: one training, see :func:`train_pivot`) on the problem's training
+    sample (best validation epoch kept)."""
+    if kind not in ("bce", "multiclass", "inferno", "bce_aug", "pivot"):
+        raise ValueError(f"no network to train for {kind!r} (bce_opt: train_all or optimise_bins)")
     seed = _train_seed(cfg.seed, kind)
     torch.manual_seed(seed)
     fl = hb.FeatureLayer.fit(prob.train["primary"])
@@ -83,6 +90,14 @@ def train(kind: str, prob, cfg: BenchConfig, log: Callable = print) -> Dict[str,
     if kind == "inferno":
         trn, val = to_dataset(prob.train), to_dataset(prob.valid)
         loss, cbs, lr, epochs = None, [InfernoLoss(prob.analysis)], cfg.lr_inferno, cfg.inferno_epochs
+    elif kind == "bce_aug":
+        trn, val = augmented_dataset(prob.train, prob.systematics), augmented_dataset(prob.valid, prob.systematics)
+        loss, cbs, lr, epochs = nn.BCEWithLogitsLoss(), [SystAugmentation(prob.analysis, seed=seed)], cfg.lr, cfg.epochs
+    elif kind == "pivot":
+        trn, val = augmented_dataset(prob.train, prob.systematics), augmented_dataset(prob.valid, prob.systematics)
+        aug = SystAugmentation(prob.analysis, seed=seed)
+        cbs = [aug, PivotAdversary(aug, ("tes", "jes"), lam=lam, hidden=32, lr=cfg.lr, seed=seed + 1)]
+        loss, lr, epochs = nn.BCEWithLogitsLoss(), cfg.lr, cfg.epochs
     else:
         trn, val = _classifier_dataset(prob.train, kind), _classifier_dataset(prob.valid, kind)
         loss = nn.BCEWithLogitsLoss() if kind == "bce" else WeightedCE()
@@ -96,9 +111,35 @@ def train(kind: str, prob, cfg: BenchConfig, log: Callable = print) -> Dict[str,
                           progress=False)
     net.eval()
     dt = time.perf_counter() - t0
-    log(f"  trained {kind:<10} {epochs} epochs in {dt:.0f} s (best validation epoch {keep.best_epoch}, "
+    what = f"{kind} (lambda {lam:g})" if kind == "pivot" else kind
+    log(f"  trained {what:<10} {epochs} epochs in {dt:.0f} s (best validation epoch {keep.best_epoch}, "
         f"loss {keep.best:.5g})", flush=True)
-    return dict(net=net, history=history, best_epoch=keep.best_epoch, best_loss=keep.best, train_s=dt)
+    out = dict(net=net, history=history, best_epoch=keep.best_epoch, best_loss=keep.best, train_s=dt)
+    if kind == "pivot":
+        out["adversary"] = cbs[1].history
+    return out
+
+
+def train_pivot(prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Any]:
+    """``pivot``: one training per lambda of ``cfg.pivot_lambdas`` (:func:`train`), the one kept
+    with the smallest expected sigma(mu) on the *validation* events (the model of the analysis
+    with the edges of :func:`score_edges`: :class:`~inferno.htautau.baselines.EdgeOptimiser`)."""
+    runs, sig = [], []
+    for lam in cfg.pivot_lambdas:
+        r = train("pivot", prob, cfg, log, lam=float(lam))
+        edges = score_edges(r["net"], "sigmoid", prob, cfg)
+        probe = BinnedScore(r["net"], "sigmoid", np.zeros(0)).eval()
+        opt = EdgeOptimiser(prob.analysis, probe.scores, prob.valid, edges, n_template=prob.n_test, min_events=0)
+        sig.append(opt.sigma(list(range(len(edges)))))
+        runs.append(r)
+    k = int(np.argmin(sig))
+    best = dict(runs[k])
+    tried = ", ".join(f"{s:.5f} (lambda {lam:g})" for s, lam in zip(sig, cfg.pivot_lambdas))
+    log(f"  pivot: validation sigma(mu) {tried}: lambda {cfg.pivot_lambdas[k]:g} kept", flush=True)
+    best["train_s"] = sum(r["train_s"] for r in runs)
+    best["meta"] = dict(lambdas=list(cfg.pivot_lambdas), sigma_valid=sig, lam=float(cfg.pivot_lambdas[k]),
+                        adversary=runs[k]["adversary"])
+    return best
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -156,15 +197,72 @@ def _weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: np.ndarray) -> np.ndar
     return np.interp(qs, cw, x[o])
 
 
+def _background_prior(prob) -> np.ndarray:
+    yb = np.array([prob.sr_yields[k] for k in hb.PROCESSES if k != hb.SIGNAL])
+    return yb / yb.sum()
+
+
+def score_edges(net: nn.Module, score: str, prob, cfg: BenchConfig, prior: Any = None) -> np.ndarray:
+    """The interior bin edges of a classifier's signal probability: ``--bins`` quantiles of the
+    validation signal's (weighted) score, or equal width (``--binning uniform``)."""
+    if cfg.binning == "uniform":
+        return np.linspace(0.0, 1.0, cfg.bins + 1)[1:-1]
+    v = prob.valid
+    vs = v["label"] == hb.PROCESSES[hb.SIGNAL].label
+    probe = BinnedScore(net, score, np.zeros(0), prior)
+    with torch.no_grad():
+        s = probe.scores(torch.from_numpy(v["primary"][vs])).numpy()
+    edges = _weighted_quantiles(s, v["weight"][vs], np.linspace(0, 1, cfg.bins + 1)[1:-1])
+    return np.maximum.accumulate(edges + 1e-12 * np.arange(len(edges)))  # strictly increasing
+
+
+def optimise_bins(base: Dict[str, Any], prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Any]:
+    """``bce_opt``: the edges of the trained BCE network ``base``'s signal probability chosen to
+    minimise the expected sigma(mu) of the analysis on the *validation* events
+    (:func:`~inferno.htautau.baselines.optimise_edges`, from the edges of the ``bce`` summary,
+    over ``cfg.edge_grid`` candidates); a training-like record (``net``, ``edges``, ``history``
+    with the validation sigma(mu) at the start and after each sweep, ...)."""
+    net = base["net"]
+    start = score_edges(net, "sigmoid", prob, cfg)
+    probe = BinnedScore(net, "sigmoid", np.zeros(0)).eval()
+    v = prob.valid
+    pm = np.isin(v["label"], [p.label for p in hb.PROCESSES.values()])
+    with torch.no_grad():
+        s = probe.scores(torch.from_numpy(v["primary"][pm])).numpy()
+    grid = candidate_grid(s, v["label"][pm] == hb.PROCESSES[hb.SIGNAL].label, v["weight"][pm], cfg.edge_grid,
+                          include=start)
+    t0 = time.perf_counter()
+    opt = EdgeOptimiser(prob.analysis, probe.scores, v, grid, n_template=prob.n_test)
+    r = optimise_edges(opt, np.searchsorted(grid, start), log=log)
+    dt = time.perf_counter() - t0
+    log(f"  optimised bce_opt's {cfg.bins} bins in {dt:.0f} s ({len(r['trace']) - 1} sweeps over {len(grid)} "
+        f"candidate edges, {r['n_evals']} models): validation sigma(mu) {r['sigma_start']:.5f} (bce's edges) -> "
+        f"{r['sigma']:.5f}", flush=True)
+    return dict(net=net, edges=r["edges"], start_edges=start, history=dict(sigma_valid=r["trace"]),
+                best_epoch=len(r["trace"]) - 1, best_loss=r["sigma"], train_s=dt,
+                meta=dict(edges=r["edges"].tolist(), start_edges=start.tolist(), sigma_valid_start=r["sigma_start"],
+                          sigma_valid=r["sigma"], n_evals=r["n_evals"], n_candidates=len(grid),
+                          base_train_s=base["train_s"], base_best_epoch=base["best_epoch"]))
+
+
+def train_all(models: Sequence[str], prob, cfg: BenchConfig, log: Callable = print) -> Dict[str, Dict[str, Any]]:
+    """Every model of ``models``: the networks trained (:func:`train`), ``bce_opt`` from the
+    ``bce`` network (trained once, also when ``bce`` itself is not among ``models``)."""
+    cache: Dict[str, Dict[str, Any]] = {}
+
+    def get(kind: str) -> Dict[str, Any]:
+        if kind not in cache:
+            cache[kind] = train(kind, prob, cfg, log)
+        return cache[kind]
+
+    return {m: optimise_bins(get("bce"), prob, cfg, log) if m == "bce_opt" else
+            train_pivot(prob, cfg, log) if m == "pivot" else get(m) for m in models}
+
+
 def make_summaries(trained: Dict[str, Dict[str, Any]], prob, cfg: BenchConfig) -> Dict[str, Any]:
     """The summary modules (argmax = bin) of the trained networks."""
     out: Dict[str, Any] = {}
-    sig_label = hb.PROCESSES[hb.SIGNAL].label
-    yb = np.array([prob.sr_yields[k] for k in hb.PROCESSES if k != hb.SIGNAL])
-    prior = yb / yb.sum()
-    v = prob.valid
-    vs = v["label"] == sig_label
-    xv = torch.from_numpy(v["primary"][vs])
+    prior = _background_prior(prob)
     for name, model in SUMMARIES.items():
         if model not in trained:
             continue
@@ -175,16 +273,12 @@ def make_summaries(trained: Dict[str, Dict[str, Any]], prob, cfg: BenchConfig) -
         if name == "multiclass_argmax":
             out[name] = torch.nn.Sequential(net, torch.nn.Softmax(dim=1))
             continue
-        score = "sigmoid" if name == "bce" else "softmax"
-        if cfg.binning == "uniform":
-            edges = np.linspace(0.0, 1.0, cfg.bins + 1)[1:-1]
-        else:
-            probe = BinnedScore(net, score, np.zeros(0), prior if score == "softmax" else None)
-            with torch.no_grad():
-                s = probe.scores(xv).numpy()
-            edges = _weighted_quantiles(s, v["weight"][vs], np.linspace(0, 1, cfg.bins + 1)[1:-1])
-            edges = np.maximum.accumulate(edges + 1e-12 * np.arange(len(edges)))  # strictly increasing
-        out[name] = BinnedScore(net, score, edges, prior if score == "softmax" else None).eval()
+        if name == "bce_opt":
+            out[name] = BinnedScore(net, "sigmoid", trained[model]["edges"]).eval()
+            continue
+        score = "softmax" if name == "multiclass" else "sigmoid"  # bce, bce_aug, pivot
+        pr = prior if score == "softmax" else None
+        out[name] = BinnedScore(net, score, score_edges(net, score, prob, cfg, pr), pr).eval()
     return out
 
 
