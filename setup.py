@@ -43,6 +43,7 @@ setup(
     extras_require={
         "test": c["test_requirements"].split(),
         "pyhf": c["pyhf_requirements"].split(),
+        "hs3": c["hs3_requirements"].split(),
         "root": c["root_requirements"].split(),
         "parquet": c["parquet_requirements"].split(),
         "hist": c["hist_requirements"].split(),

@@ -366,6 +366,13 @@ class Model:
 
         return to_pyhf(self, observed, **kwargs)
 
+    def to_hs3(self, observed: Any = None, **kwargs: Any) -> Dict[str, Any]:
+        """This model and ``observed`` as an HS3 workspace dict
+        (:func:`inferno.likelihood.hs3.to_hs3`)."""
+        from .hs3 import to_hs3
+
+        return to_hs3(self, observed, **kwargs)
+
     def to(self, device: Union[str, torch.device]) -> "Model":
         """The model on ``device`` (in place; returns self)."""
         device = torch.device(device)
