@@ -6,13 +6,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: quick test paper bench clean
+.PHONY: quick test docs paper bench clean
 
 $(VENV)/.installed: setup.py settings.ini
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 quick: $(VENV)/.installed  ## quick paper reproduction on the built-in toy problem
@@ -21,6 +21,10 @@ quick: $(VENV)/.installed  ## quick paper reproduction on the built-in toy probl
 test: $(VENV)/.installed   ## the test suite
 	$(PY) -m pytest -q tests
 
+# warnings are errors; -E reads every page again, so that no warning hides in a cached page
+docs: $(VENV)/.installed   ## the documentation site (docs/ and the docstrings) in docs/_build/html
+	$(PY) -m sphinx -W --keep-going -E -b html -q docs docs/_build/html
+
 paper: $(VENV)/.installed  ## the full reproduction (hours on 2 cores)
 	$(VENV)/bin/inferno-paper --out docs/results
 
@@ -28,4 +32,4 @@ bench: $(VENV)/.installed
 	$(PY) speed/run_all.py
 
 clean:
-	rm -rf $(VENV) *.egg-info paper_results_quick
+	rm -rf $(VENV) *.egg-info paper_results_quick docs/_build

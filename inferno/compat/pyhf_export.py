@@ -70,10 +70,11 @@ def to_pyhf_workspace(f_s_nom: Any, f_b_nom: Any, n_obs: Any, mu_true: float,
     [\text{if a b-rate constraint}]`, where :math:`k` runs over the constrained shape and
     signal-rate nuisances; :func:`nll_offset` returns it.
 
+    ``f_s_nom``, ``f_b_nom``, ``f_s_up``, ``f_s_dw``, ``f_b_up``, ``f_b_dw``, ``shape_aux``,
+    ``s_norm_aux``, ``b_norm_aux``, ``nonaux_b_norm``, ``b_true`` and ``interp_code`` are as in
+    :func:`calc_profile`.
 
     Args:
-        f_s_nom, f_b_nom, f_s_up, f_s_dw, f_b_up, f_b_dw, shape_aux, s_norm_aux, b_norm_aux,
-        nonaux_b_norm, b_true, interp_code: as in :func:`calc_profile`.
         n_obs: observed counts ``(n_bins,)``, or a scalar total for Asimov data.
         mu_true: nominal signal yield (> 0), the yield at signal strength ``mu = 1``.
         shape_names: names of the shape nuisances (default ``alpha_0``, ...).

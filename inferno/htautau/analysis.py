@@ -20,27 +20,27 @@ The energy scales do not move the b-tag score, so no event migrates between the 
 Statistical model
 -----------------
 
-==================  ===========================================================  ===========
-parameter           what                                                         constraint
-==================  ===========================================================  ===========
-``mu``              signal strength (``NormFactor`` on htautau), the POI         free
-``mu_ttbar``        ttbar normalisation (``NormFactor``), fixed by the control   free
-                    region (``free_ttbar=False``: a 10% ``NormSys`` instead)
-``norm_ztautau``    ``NormSys`` 5%                                               N(0, 1)
-``norm_diboson``    ``NormSys`` 25%                                              N(0, 1)
-``lumi``            ``Lumi``, 2%, on htautau, ztautau, diboson (and ttbar when   N(1, 0.02)
-                    its normalisation is not free)
-``tes``             tau energy scale, 3% per unit: ``ShapeNuisance`` with the    N(0, 1)
-                    exact transform :class:`~inferno.htautau.EnergyScale`
-                    ``('tau')`` of the primary objects, on every process
-``jes``             jet energy scale, 4% per unit, likewise (``EnergyScale('jet')``)  N(0, 1)
-``tau_id``          tau identification efficiency (3-10%, rising with pT):       N(0, 1)
-                    ``WeightNuisance`` on the columns ``weight_tau_id_up/down``
-``ttbar_model``     ttbar modelling: ``AltSampleNuisance`` from the alternative   N(0, 1)
-                    samples ``ttbar_up`` / ``ttbar_down`` (shape only)
-``mc_stat_*``       with ``mc_stat``: the MC statistical uncertainty of the      N(1, s_i)
-                    templates (Barlow-Beeston lite), in both regions
-==================  ===========================================================  ===========
+================  ================================================================  ==========
+parameter         what                                                              constraint
+================  ================================================================  ==========
+``mu``            signal strength (``NormFactor`` on htautau), the POI              free
+``mu_ttbar``      ttbar normalisation (``NormFactor``), fixed by the control        free
+                  region (``free_ttbar=False``: a 10% ``NormSys`` instead)
+``norm_ztautau``  ``NormSys`` 5%                                                    N(0, 1)
+``norm_diboson``  ``NormSys`` 25%                                                   N(0, 1)
+``lumi``          ``Lumi``, 2%, on htautau, ztautau, diboson (and ttbar when        N(1, 0.02)
+                  its normalisation is not free)
+``tes``           tau energy scale, 3% per unit: ``ShapeNuisance`` with the         N(0, 1)
+                  exact transform :class:`~inferno.htautau.EnergyScale`
+                  ``('tau')`` of the primary objects, on every process
+``jes``           jet energy scale, 4% per unit, likewise (``EnergyScale('jet')``)  N(0, 1)
+``tau_id``        tau identification efficiency (3-10%, rising with pT):            N(0, 1)
+                  ``WeightNuisance`` on the columns ``weight_tau_id_up/down``
+``ttbar_model``   ttbar modelling: ``AltSampleNuisance`` from the alternative       N(0, 1)
+                  samples ``ttbar_up`` / ``ttbar_down`` (shape only)
+``mc_stat_*``     with ``mc_stat``: the MC statistical uncertainty of the           N(1, s_i)
+                  templates (Barlow-Beeston lite), in both regions
+================  ================================================================  ==========
 
 In the control region the same parameters act with the same meaning (correlated by name):
 the energy scales and the tau identification through the events moved (re-weighted) and

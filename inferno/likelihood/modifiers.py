@@ -16,22 +16,22 @@ channels is one shared (correlated) parameter, as in HistFactory.
 
 Constraints (the auxiliary measurements), as pyhf writes them:
 
-==============  ===========================================  ================================
-modifier        parameter                                    constraint
-==============  ===========================================  ================================
-normfactor      :math:`\theta`, init 1, bounds [0, 10]        none (free)
-lumi            :math:`\theta`, init = auxdata                 Gaussian, width from the
-                                                             measurement (``sigma``)
-normsys         :math:`\alpha`, init 0, bounds [-5, 5]        unit Gaussian
-histosys        :math:`\alpha`, init 0, bounds [-5, 5]        unit Gaussian
-staterror       :math:`\gamma_i`, init 1, bounds [1e-10, 10]  Gaussian, width
-                                                             :math:`\sqrt{\sum_s \sigma_{s,i}^2} /
-                                                             \sum_s \nu^0_{s,i}` over the
-                                                             samples that share it
-shapesys        :math:`\gamma_i`, init 1, bounds [1e-10, 10]  Poisson, :math:`\tau_i =
-                                                             (\nu^0_i / \sigma_i)^2`
-shapefactor     :math:`\gamma_i`, init 1, bounds [0, 10]      none (free)
-==============  ===========================================  ================================
+===========  ============================================  =====================================
+modifier     parameter                                     constraint
+===========  ============================================  =====================================
+normfactor   :math:`\theta`, init 1, bounds [0, 10]        none (free)
+lumi         :math:`\theta`, init = auxdata                Gaussian, width from the
+                                                           measurement (``sigma``)
+normsys      :math:`\alpha`, init 0, bounds [-5, 5]        unit Gaussian
+histosys     :math:`\alpha`, init 0, bounds [-5, 5]        unit Gaussian
+staterror    :math:`\gamma_i`, init 1, bounds [1e-10, 10]  Gaussian, width
+                                                           :math:`\sqrt{\sum_s \sigma_{s,i}^2} /
+                                                           \sum_s \nu^0_{s,i}` over the
+                                                           samples that share it
+shapesys     :math:`\gamma_i`, init 1, bounds [1e-10, 10]  Poisson, :math:`\tau_i =
+                                                           (\nu^0_i / \sigma_i)^2`
+shapefactor  :math:`\gamma_i`, init 1, bounds [0, 10]      none (free)
+===========  ============================================  =====================================
 """
 from __future__ import annotations
 

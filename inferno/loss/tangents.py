@@ -77,8 +77,8 @@ def check_deterministic(model: nn.Module) -> None:
 
 
 def jvp(f: Callable[[Tensor], Tensor], x: Tensor, t: Tensor, with_graph: bool) -> Tensor:
-    """Forward-mode derivatives of ``f`` at ``x`` along the K tangents ``t`` (K, *x.shape),
-    (K, *f(x).shape); with_graph: differentiable in ``f``'s parameters."""
+    """Forward-mode derivatives of ``f`` at ``x`` along the K tangents ``t`` ``(K, *x.shape)``,
+    ``(K, *f(x).shape)``; ``with_graph``: differentiable in ``f``'s parameters."""
     outs = []
     with torch.set_grad_enabled(with_graph and torch.is_grad_enabled()):
         for tk in t:
