@@ -6,6 +6,10 @@
   with one thread each (``ShardedLoader`` + ``GradientSync`` + ``InfernoLoss(reduce=global_sum())``),
   the same global batches. Throughput = training events per second of the best timed epoch
   (training pass only, after a warm-up epoch). Target: 2 ranks >= 1.7x one.
+* ``toys``: ``--n-toys`` pseudo-experiments (10^5) of the 2-channel benchmark model (the
+  INFERNO workspace of ``docs/benchmark/quick``) and a 31-point profile scan of each, under
+  ``max_memory`` = ``--toy-cap`` (4 GiB): wall time and peak RSS of a fresh process. Target:
+  under the cap.
 * ``stream``: one epoch of ``StreamingLoader`` over ``--stream-n`` events (5M by default) in
   parquet files against the in-memory ``StratifiedLoader`` of the same events (read whole with
   ``read_parquet``), each in a fresh process: the epoch time of iterating the batches, and
@@ -160,13 +164,51 @@ def stream(n: int, n_files: int = 10, bs: int = 4000, buffer: int = 1_000_000, c
     return res
 
 
+# ----------------------------------------------------------------------------- toys
+TOYS_CODE = r"""
+import json, resource, sys, time
+import torch
+from inferno.likelihood import fit, from_pyhf, profile, toys
+torch.set_num_threads(int(sys.argv[4]))
+spec = json.load(open(sys.argv[1]))
+model, observed = from_pyhf(spec)
+n_toys, cap = int(sys.argv[2]), int(float(sys.argv[3]))
+t0 = time.perf_counter()
+main, aux = toys(model, n_toys=n_toys, seed=1, max_memory=cap)
+asimov = model.asimov()[0]
+sigma = float(fit(model, asimov).poi_unc)
+mu = torch.linspace(1.0 - 3 * sigma, 1.0 + 3 * sigma, 31, dtype=torch.float64)
+res = profile(model, main, mu, aux=aux, max_memory=cap, on_fail="ignore")
+print(json.dumps(dict(n_toys=n_toys, points=31, params=model.n_params, bins=model.n_bins, seconds=time.perf_counter() - t0,
+                      converged=float(res.converged.double().mean()), cap_gib=cap / 2**30,
+                      peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)))
+"""
+
+
+def toys_at_scale(n_toys: int, cap: float, threads: int) -> dict:
+    ws = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmark", "quick", "workspaces",
+                      "inferno.json")
+    r = subprocess.run([sys.executable, "-c", TOYS_CODE, ws, str(n_toys), str(cap), str(threads)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-3000:])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"{out['n_toys']} toys x 31-point profile scans of the 2-channel benchmark model ({out['params']} parameters, "
+          f"{out['bins']} bins), cap {out['cap_gib']:.1f} GiB, {threads} thread(s): {out['seconds']:.0f} s, "
+          f"peak RSS {out['peak_rss_gib']:.2f} GiB (target < 4), {100 * out['converged']:.2f}% of the fits converged")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", default=["ranks", "stream"], choices=["ranks", "stream"])
+    ap.add_argument("parts", nargs="*", default=["ranks", "stream", "toys"], choices=["ranks", "stream", "toys"])
     ap.add_argument("--htt-n", type=int, default=200_000)
     ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--stream-n", type=int, default=5_000_000)
+    ap.add_argument("--n-toys", type=int, default=100_000)
+    ap.add_argument("--toy-cap", type=float, default=4 * 2**30, help="max_memory of toys and profile, bytes")
+    ap.add_argument("--toy-threads", type=int, default=2)
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
@@ -176,6 +218,8 @@ def main() -> None:
         out["ranks"] = ranks(args.htt_n, args.world, args.epochs)
     if "stream" in args.parts:
         out["stream"] = stream(args.stream_n)
+    if "toys" in args.parts:
+        out["toys"] = toys_at_scale(args.n_toys, args.toy_cap, args.toy_threads)
     out["wall_s"] = time.perf_counter() - t0
     print(f"wall time {out['wall_s']:.0f} s")
     if args.json:

@@ -118,3 +118,21 @@ def test_bad_max_memory():
             toys(m, n_toys=10, max_memory=bad)
     with pytest.raises(ValueError, match="max_memory=1000 bytes is below"):
         coverage(m, n_toys=100, max_memory=1000)
+
+
+def test_profile_scans_of_many_toys_in_chunks_equal_one_batch():
+    """profile(..., max_memory): 300 toys x 11 scan points cut into chunks of a few toys give
+    the numbers of one batch, bit for bit; a cap below one data set's scan is a named error."""
+    from inferno.likelihood import profile
+
+    model = _model()
+    main, aux = toys(model, n_toys=300, seed=3)
+    mu = torch.linspace(0.0, 2.0, 11, dtype=torch.float64)
+    one = profile(model, main, mu, aux=aux)
+    small = 11 * toy_memory(model, "kinked") * 7  # 7 toys per chunk
+    chunked = profile(model, main, mu, aux=aux, max_memory=small)
+    for f in ("nll", "params", "converged", "n_iter"):
+        assert torch.equal(getattr(one, f), getattr(chunked, f)), f
+    assert chunked.nll.shape == (300, 11)
+    with pytest.raises(ValueError, match="max_memory = 10 bytes is below one data set's scan"):
+        profile(model, main, mu, aux=aux, max_memory=10)
