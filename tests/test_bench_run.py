@@ -71,6 +71,12 @@ def test_end_to_end_outputs(tiny_run):
     md = (out / "results.md").read_text()
     assert "| INFERNO |" in md and "| BCE classifier |" in md and "score" in md
     assert "| BCE, optimised bin edges |" in md and "| BCE, syst. augmentation |" in md
+    # what each summary learned (inferno.explain): the report, its tables and figures
+    ex = (out / "explain" / "explain.md").read_text()
+    for s in SUMMARIES:
+        assert s in ex, s
+    assert "## Features" in ex and "## Systematics" in ex and "| tes |" in ex and meta["explain_s"] > 0
+    assert any(p.suffix == ".png" for p in (out / "explain").iterdir())
 
 
 def test_every_summary_is_a_model_of_the_analysis(tiny_run):

@@ -167,7 +167,7 @@ def _markdown(res: Dict[str, Dict[str, Any]], method: str, n_repeats: int) -> st
              f"Expected sigma(mu) on Asimov data ({method}), every nuisance profiled / statistics only:", "",
              "| summary | sigma | stat. only |", "|---|---|---|"]
     lines += [f"| {n} | {imp[n].sigma:.4g} | {imp[n].sigma_stat:.4g} |" for n in names]
-    lines += ["", f"## Features: increase of sigma(mu) when shuffled within each process "
+    lines += ["", f"## Features: increase of sigma(mu) when shuffled across the events "
               f"(mean ± std over {n_repeats} shuffles)", "",
               "| feature | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for g in imp[names[0]].table["group"]:

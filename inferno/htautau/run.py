@@ -121,6 +121,8 @@ class BenchConfig:
     scan_points: int = 41
     toy_scan_points: int = 25
     figures: bool = True
+    explain: bool = True
+    explain_repeats: int = 2
     out: str = "docs/benchmark"
     quick: bool = False
     threads: int = 1
@@ -186,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--toy-scan-points", type=int, default=d.toy_scan_points,
                    help="points of the profile scan of each pseudo-experiment (odd)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--no-explain", action="store_true",
+                   help="skip the report of what each summary learned (inferno.explain: permutation importance "
+                        "of the input objects on sigma(mu), attributions, nuisance maps, the systematics' ranking; "
+                        "in OUT/explain)")
+    p.add_argument("--explain-repeats", type=int, default=BenchConfig.explain_repeats,
+                   help="shuffles per input object in the permutation importance")
     p.add_argument("--out", default=None, help=f"output folder [{d.out}; quick: {d.out}/quick]")
     return p
 
@@ -219,6 +227,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
         mc_stat=not a.no_mc_stat,
         toys=a.toys if a.toys is not None else (100 if q else d.toys),
         shifts=shifts, truth=a.truth, scan_points=a.scan_points, toy_scan_points=a.toy_scan_points, figures=not a.no_figures,
+        explain=not a.no_explain, explain_repeats=a.explain_repeats,
         out=a.out if a.out is not None else (f"{d.out}/quick" if q else d.out), quick=q)
     problems += validate(cfg)
     if problems:
@@ -229,6 +238,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
 def validate(c: BenchConfig) -> List[str]:
     """Every problem of a configuration (empty: none); writes and creates nothing."""
     bad = []
+    if c.explain_repeats < 1:
+        bad.append(f"--explain-repeats must be >= 1, got {c.explain_repeats}")
     if not 0 <= c.seed <= MAX_SEED:
         bad.append(f"--seed must be in [0, {MAX_SEED}], got {c.seed}")
     for name, v in (("--n-events", c.n_events), ("--n-test", c.n_test)):
@@ -354,7 +365,7 @@ def measure(name: str, summary, prob, cfg: BenchConfig, log: Callable = print) -
     res: Dict[str, Any] = dict(summary=name, n_bins=int(model.channel_bins["signal"].stop
                                                         - model.channel_bins["signal"].start),
                                sigma_stat=sigma_stat, sigma_hessian=sigma_h, width=width, lo=lo, hi=hi, merged=merged,
-                               scan=(mu.tolist(), prof.nll.tolist()), model=model, asimov=main)
+                               scan=(mu.tolist(), prof.nll.tolist()), model=model, asimov=main, merged_summary=summary)
     # pseudo-experiments: the true tau energy scale shifted, its auxiliary datum centred on 0
     rows = []
     scale = width if math.isfinite(width) else half / 3
@@ -505,6 +516,16 @@ def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, A
     for name, r in results.items():
         spec = r["model"].to_pyhf(r["asimov"], measurement_name=f"htautau_{name}")
         (out / "workspaces" / f"{name}.json").write_text(json.dumps(spec, indent=1))
+    explain_s = None
+    if cfg.explain and results:
+        from ..explain import explain_report, group_by_object
+        t1 = time.perf_counter()
+        explain_report({n: r["merged_summary"] for n, r in results.items()}, prob.analysis, prob.dataset("test"),
+                       out / "explain", feature_names=hb.PRIMARY, groups=group_by_object(hb.PRIMARY),
+                       models={n: r["model"] for n, r in results.items()}, n_repeats=cfg.explain_repeats,
+                       seed=cfg.seed, figures=cfg.figures, log=lambda *a, **k: None)
+        explain_s = time.perf_counter() - t1
+        log(f"  explained the summaries in {out / 'explain'} ({explain_s:.0f} s)", flush=True)
     figs: List[str] = []
     if cfg.figures:
         for which in ("tes", "jes"):
@@ -528,7 +549,7 @@ def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, A
                 threads=cfg.threads, wall_s=time.perf_counter() - t0, config=asdict(cfg), figures=figs,
                 training={k: dict(train_s=v["train_s"], best_epoch=v["best_epoch"], best_loss=v["best_loss"],
                                   history=v["history"], **v.get("meta", {})) for k, v in trained.items()},
-                measure_s={k: r["measure_s"] for k, r in results.items()},
+                measure_s={k: r["measure_s"] for k, r in results.items()}, explain_s=explain_s,
                 sr_yields=prob.sr_yields, n_test=prob.n_test,
                 parameters=results[next(iter(results))]["model"].names if results else [])
     tab.to_csv(out / "results.csv", index=False, float_format="%.5g")
