@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from .nuisance import constraint_curvature
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float], float]
 DTYPE = torch.float64
 
-__all__ = ["analysis_model", "model_from_histograms", "hard_bins", "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes"]
+__all__ = ["analysis_model", "model_from_histograms", "variation_events", "hard_bins", "bin_preds", "get_shape", "get_syst_shapes", "get_paper_syst_shapes"]
 
 
 def hard_bins(net: nn.Module, x: Tensor, bs: int = 100_000) -> Tensor:
@@ -101,6 +101,31 @@ def analysis_model(analysis: Analysis, net: nn.Module, x: Tensor, process: Tenso
         with torch.no_grad():
             n_bins = int(net(x[:1]).shape[1])
     bins = hard_bins(net, x, bs).cpu()
+    counts: Dict[Tuple[Any, str], Tuple[np.ndarray, np.ndarray]] = {}
+    for key, r, xv, wv in variation_events(analysis, x, labels, wt, weights):
+        b = bins[r] if xv is None else hard_bins(net, xv, bs).cpu()
+        w2 = None if wv is None else wv.to(torch.float64) ** 2
+        counts[key] = (_hist(b, wv, n_bins).numpy(), _hist(b, w2, n_bins).numpy())
+    return model_from_histograms(analysis, counts)
+
+
+def variation_events(analysis: Analysis, x: Tensor, process: Tensor, w: Optional[Tensor] = None,
+                     weights: Optional[Mapping[str, Tensor]] = None
+                     ) -> Iterator[Tuple[Tuple[Any, str], Tensor, Optional[Tensor], Optional[Tensor]]]:
+    """The events that fill every template of the learned channel, as
+    :func:`model_from_histograms` names them: ``(key, rows, inputs, weights)`` with ``key``
+    ``(label, variation)``, ``rows`` the events' indices, ``inputs`` their inputs moved to the
+    variation (None: the nominal inputs ``x[rows]``; a transform nuisance at its nominal value
+    :math:`\pm\delta`, the up/down inputs) and ``weights`` theirs (a weight nuisance's up/down
+    weights). The one place that says which events and which inputs fill which template
+    (:func:`analysis_model`, the optimised binning of ``inferno-bench``).
+
+    Raises:
+        ValueError: a process or alternative sample without events, missing weight columns.
+    """
+    labels = process.reshape(-1).cpu()
+    wt = None if w is None else w.reshape(-1).cpu()
+    weights = dict(weights or {})
 
     def rows(label: int, what: str) -> Tensor:
         r = (labels == label).nonzero().squeeze(-1)
@@ -108,16 +133,11 @@ def analysis_model(analysis: Analysis, net: nn.Module, x: Tensor, process: Tenso
             raise ValueError(f"no events of {what} (label {label})")
         return r
 
-    counts: Dict[Tuple[Any, str], Tuple[np.ndarray, np.ndarray]] = {}
-
-    def put(key: Tuple[Any, str], b: Tensor, wv: Optional[Tensor]) -> None:
-        w2 = None if wv is None else wv.to(torch.float64) ** 2
-        counts[key] = (_hist(b, wv, n_bins).numpy(), _hist(b, w2, n_bins).numpy())
-
+    done = set()
     for p in analysis.processes:
         r = rows(p.label, f"process {p.name!r}")
         wp = None if wt is None else wt[r]
-        put((p.label, "nominal"), bins[r], wp)
+        yield (p.label, "nominal"), r, None, wp
         for n in analysis.nuisances:
             if p.name not in analysis.targets[n.name]:
                 continue
@@ -125,19 +145,19 @@ def analysis_model(analysis: Analysis, net: nn.Module, x: Tensor, process: Tenso
             if kind == "transform":
                 delta = _transform_scale(n)
                 for v, s in ((n.nominal + delta, "up"), (n.nominal - delta, "down")):
-                    put((p.label, f"{n.name}_{s}"), hard_bins(net, n.apply(x[r], v), bs).cpu(), wp)
+                    yield (p.label, f"{n.name}_{s}"), r, n.apply(x[r.to(x.device)], v), wp
             elif kind == "inputs":
-                for xx, s in zip(n.up_down(x[r]), ("up", "down")):
-                    put((p.label, f"{n.name}_{s}"), hard_bins(net, xx, bs).cpu(), wp)
+                for xx, s in zip(n.up_down(x[r.to(x.device)]), ("up", "down")):
+                    yield (p.label, f"{n.name}_{s}"), r, xx, wp
             elif kind == "weights":
                 for k in (n.up, n.down):
-                    put((p.label, k), bins[r], _weight_column(weights, k, len(x), n.name).cpu()[r])
+                    yield (p.label, k), r, None, _weight_column(weights, k, len(x), n.name).cpu()[r]
             else:  # alternative samples
                 for lab in n.labels:
-                    if (lab, "nominal") not in counts:
+                    if lab not in done:
+                        done.add(lab)
                         ra = rows(lab, f"the alternative sample of nuisance {n.name!r}")
-                        put((lab, "nominal"), bins[ra], None if wt is None else wt[ra])
-    return model_from_histograms(analysis, counts)
+                        yield (lab, "nominal"), ra, None, None if wt is None else wt[ra]
 
 
 def model_from_histograms(analysis: Analysis, counts: Mapping[Tuple[Any, str], Tuple[Any, Any]]) -> Model:

@@ -65,7 +65,7 @@ import torch
 
 from ..data import DataSet
 from ..loss.analysis import _kind
-from ..templates import _transform_scale, model_from_histograms
+from ..templates import _transform_scale, model_from_histograms, variation_events
 from ..training.callbacks import AbsCallback
 from .. import htautau as hb
 from .analysis import WEIGHT_EXTRAS
@@ -139,37 +139,15 @@ class EdgeOptimiser:
         proc_labels = [p.label for p in analysis.processes]
         self.n_cells = np.bincount(np.searchsorted(self.grid, score(x[torch.from_numpy(np.isin(lab, proc_labels))]),
                                                    side="right"), minlength=nc)
-        for p in analysis.processes:
-            r = np.flatnonzero(lab == p.label)
-            if len(r) == 0:
-                raise ValueError(f"no validation events of process {p.name!r}")
-            xr, wr = x[torch.from_numpy(r)], w[r]
-            s0 = score(xr)
-            sw, sw2 = cells(s0, wr)
-            if n_template is not None:
-                sw2 = sw2 * len(r) / int(n_template[p.name])
-            self.cells[(p.label, "nominal")] = (sw, sw2)
-            for n in analysis.nuisances:
-                if p.name not in analysis.targets[n.name]:
-                    continue
-                kind = _kind(n)
-                if kind == "transform":
-                    d = _transform_scale(n)
-                    for v, side in ((n.nominal + d, "up"), (n.nominal - d, "down")):
-                        self.cells[(p.label, f"{n.name}_{side}")] = cells(score(n.apply(xr, v)), wr)
-                elif kind == "inputs":
-                    for xx, side in zip(n.up_down(xr), ("up", "down")):
-                        self.cells[(p.label, f"{n.name}_{side}")] = cells(score(xx), wr)
-                elif kind == "weights":
-                    for k in (n.up, n.down):
-                        self.cells[(p.label, k)] = cells(s0, np.asarray(events[k], dtype=np.float64)[r])
-                else:  # alternative samples
-                    for la in n.labels:
-                        if (la, "nominal") not in self.cells:
-                            ra = np.flatnonzero(lab == la)
-                            if len(ra) == 0:
-                                raise ValueError(f"no validation events of the alternative sample (label {la})")
-                            self.cells[(la, "nominal")] = cells(score(x[torch.from_numpy(ra)]), w[ra])
+        weights = {k: torch.from_numpy(np.asarray(events[k], dtype=np.float64)) for k in events if k.startswith("weight_")}
+        s_all = score(x)
+        names = {p.label: p.name for p in analysis.processes}
+        for key, r, xv, wv in variation_events(analysis, x, torch.from_numpy(lab), torch.from_numpy(w), weights):
+            ri = r.numpy()
+            sw, sw2 = cells(s_all[ri] if xv is None else score(xv), wv.numpy())
+            if n_template is not None and key[1] == "nominal" and key[0] in names:
+                sw2 = sw2 * len(ri) / int(n_template[names[key[0]]])
+            self.cells[key] = (sw, sw2)
         self.n_evals = 0
 
     def _starts(self, sel: Sequence[int]) -> np.ndarray:

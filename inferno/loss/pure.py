@@ -136,14 +136,20 @@ def inferno_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tensor,
     calls = None if recorder is None or outputs is None else recorder.collect(outputs, x)  # disarms it
     if outputs is not None and x_in is x:
         y = outputs
-    elif tg.leaves_of(net) is not None:
-        with tg.Recorder(net) as rec:
-            rec.arm()
-            y = net(x_in)
-            calls = rec.collect(y, x_in)
     else:
-        y = net(x_in)
+        y, calls = _recorded_forward(net, x_in)
     return _loss(analysis, net, x_in, labels, w, dict(weights or {}), y, calls, return_fisher, reduce=reduce)
+
+
+def _recorded_forward(net: nn.Module, x: Tensor) -> Tuple[Tensor, Optional[list]]:
+    """``net(x)`` and, for a plain ``nn.Sequential``, its recorded activations (the primal of
+    the tangents)."""
+    if tg.leaves_of(net) is None:
+        return net(x), None
+    with tg.Recorder(net) as rec:
+        rec.arm()
+        y = net(x)
+        return y, rec.collect(y, x)
 
 
 def _check_batch(x: Tensor, process: Tensor, w: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
@@ -228,14 +234,7 @@ def batch_templates(analysis: Analysis, net: nn.Module, x: Tensor, process: Tens
     labels, w = _check_batch(x, process, w)
     x_in = analysis._nominal_inputs(x, labels)
     with torch.no_grad():
-        calls = None
-        if tg.leaves_of(net) is not None:
-            with tg.Recorder(net) as rec:
-                rec.arm()
-                y = net(x_in)
-                calls = rec.collect(y, x_in)
-        else:
-            y = net(x_in)
+        y, calls = _recorded_forward(net, x_in)
         _loss(analysis, net, x_in, labels, w, dict(weights or {}), y, calls, False, out=out)
     return out
 
