@@ -243,19 +243,7 @@ def plot_attribution_map(matrix: np.ndarray, feature_names: Sequence[str], signa
     """Heat map of attributions, feature x bin (``matrix`` ``(n_features, n_bins)``, e.g.
     :func:`inferno.explain.attribution_matrix`), the bins in :func:`purity_order` of the
     expected ``signal`` and ``total`` counts per bin."""
-    plt = _plt()
-    m = np.asarray(matrix, dtype=float)
-    s, t = np.asarray(signal, dtype=float), np.asarray(total, dtype=float)
-    if m.ndim != 2 or m.shape[0] != len(feature_names) or m.shape[1] != len(s):
-        raise ValueError(f"matrix must have shape (n_features={len(feature_names)}, n_bins={len(s)}), got {m.shape}")
-    order = purity_order(s, t)
-    fig, ax = plt.subplots(figsize=(0.55 * len(s) + 3, 0.3 * len(feature_names) + 1.8))
-    im = _heat(ax, m[:, order])
-    ax.set_yticks(np.arange(len(feature_names)), list(feature_names), fontsize=8)
-    _purity_axis(ax, order, s, t)
-    fig.colorbar(im, ax=ax, label=label)
-    ax.set_title(title)
-    return _finish(fig, path)
+    return _bin_heat_map(matrix, feature_names, "n_features", signal, total, title, label, path, 3.0, 0.3, 8)
 
 
 def plot_nuisance_map(matrix: np.ndarray, row_labels: Sequence[str], signal: Sequence[float],
@@ -263,15 +251,22 @@ def plot_nuisance_map(matrix: np.ndarray, row_labels: Sequence[str], signal: Seq
                       label: str = r"relative shift per unit of $\alpha$", path: PathLike = None):
     """Heat map of the relative shifts of the templates, (nuisance, process) x bin
     (``matrix`` ``(n_rows, n_bins)``), the bins in :func:`purity_order`."""
+    return _bin_heat_map(matrix, row_labels, "n_rows", signal, total, title, label, path, 3.5, 0.28, 7)
+
+
+def _bin_heat_map(matrix: np.ndarray, rows: Sequence[str], what: str, signal: Sequence[float],
+                  total: Sequence[float], title: str, label: str, path: PathLike, width: float,
+                  row_height: float, fontsize: int):
+    """A (row x bin) heat map with the bins in :func:`purity_order`, its colour bar and axes."""
     plt = _plt()
     m = np.asarray(matrix, dtype=float)
     s, t = np.asarray(signal, dtype=float), np.asarray(total, dtype=float)
-    if m.ndim != 2 or m.shape[0] != len(row_labels) or m.shape[1] != len(s):
-        raise ValueError(f"matrix must have shape (n_rows={len(row_labels)}, n_bins={len(s)}), got {m.shape}")
+    if m.ndim != 2 or m.shape[0] != len(rows) or m.shape[1] != len(s):
+        raise ValueError(f"matrix must have shape ({what}={len(rows)}, n_bins={len(s)}), got {m.shape}")
     order = purity_order(s, t)
-    fig, ax = plt.subplots(figsize=(0.55 * len(s) + 3.5, 0.28 * len(row_labels) + 1.8))
+    fig, ax = plt.subplots(figsize=(0.55 * len(s) + width, row_height * len(rows) + 1.8))
     im = _heat(ax, m[:, order])
-    ax.set_yticks(np.arange(len(row_labels)), list(row_labels), fontsize=7)
+    ax.set_yticks(np.arange(len(rows)), list(rows), fontsize=fontsize)
     _purity_axis(ax, order, s, t)
     fig.colorbar(im, ax=ax, label=label)
     ax.set_title(title)

@@ -53,11 +53,10 @@ analyses or likelihoods without ``analysis=``.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -67,6 +66,7 @@ from .. import _version
 from . import interpolation as interp
 from .model import _DEFAULTS, DTYPE, Channel, Model, Sample
 from .modifiers import HistoSys, Lumi, NormFactor, NormSys, ShapeFactor, ShapeSys, StatError, finite_vector
+from .workspace import read_json
 
 __all__ = ["to_hs3", "from_hs3", "HS3_VERSION"]
 
@@ -235,13 +235,7 @@ def to_hs3(model: Model, observed: Any = None, name: str = "inferno") -> Spec:
 # ====================================================================== from_hs3
 def _load(workspace: Any) -> Mapping:
     if isinstance(workspace, (str, bytes, os.PathLike)):
-        try:
-            with open(workspace, "r", encoding="utf-8") as f:
-                workspace = json.load(f)
-        except OSError as e:
-            raise ValueError(f"cannot read the HS3 file {os.fsdecode(workspace)!r}: {e}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"the HS3 file is not valid JSON: {e}") from None
+        workspace = read_json(workspace, "HS3 file")
     if not isinstance(workspace, Mapping):
         raise ValueError(f"an HS3 workspace must be a dict or a path to its JSON file, got {type(workspace).__name__}")
     return workspace

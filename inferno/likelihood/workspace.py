@@ -169,17 +169,23 @@ def _zero_uncertainty_bins(channels: Sequence[Channel]) -> Tuple[Dict[str, np.nd
 
 
 # ====================================================================== from_pyhf
+def read_json(path: Any, what: str) -> Any:
+    """The JSON content of the file ``path``; an unreadable file or invalid JSON is a
+    ``ValueError`` naming ``what`` and the file."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read the {what} {os.fsdecode(path)!r}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the {what} {os.fsdecode(path)!r} is not valid JSON: {e}") from None
+
+
 def _load_spec(workspace: Any) -> Mapping:
     """The workspace specification as a mapping: a dict (or ``pyhf.Workspace``), a path to a
     JSON file, or an object with a dict ``.spec``."""
     if isinstance(workspace, (str, bytes, os.PathLike)):
-        try:
-            with open(workspace, "r", encoding="utf-8") as f:
-                workspace = json.load(f)
-        except OSError as e:
-            raise ValueError(f"cannot read the workspace file {os.fsdecode(workspace)!r}: {e}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"the workspace file is not valid JSON: {e}") from None
+        workspace = read_json(workspace, "workspace file")
     elif not isinstance(workspace, Mapping) and isinstance(getattr(workspace, "spec", None), Mapping):
         workspace = workspace.spec
     if not isinstance(workspace, Mapping):
