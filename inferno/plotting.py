@@ -93,7 +93,7 @@ def plot_likelihood_scans(scans: Mapping[str, Tuple[np.ndarray, np.ndarray]],
 def plot_templates(f_s: np.ndarray, f_b: np.ndarray,
                    variations: Mapping[str, Tuple[np.ndarray, np.ndarray]],
                    title: str = "", s: float = 1.0, b: float = 1.0,
-                   path: PathLike = None, *, hep_style: bool = False):
+                   path: PathLike = None, *, hep_style: bool = False, by_purity: bool = True):
     """Signal and background templates with the up/down background variations (paper fig. 3).
 
     Args:
@@ -102,8 +102,16 @@ def plot_templates(f_s: np.ndarray, f_b: np.ndarray,
         s, b: scale the templates to expected counts.
         hep_style: draw with mplhep's ``histplot`` in its CMS-like style (needs
             ``inferno[hist]``); default plain matplotlib.
+        by_purity: show the bins in the order of their signal purity (:func:`purity_order`;
+            the learned bins of a summary such as INFERNO's are categories with no order),
+            else in their index order.
     """
     plt = _plt()
+    f_s, f_b = np.asarray(f_s, dtype=float), np.asarray(f_b, dtype=float)
+    if by_purity:
+        order = purity_order(s * f_s, s * f_s + b * f_b)
+        f_s, f_b = f_s[order], f_b[order]
+        variations = {k: (np.asarray(u)[order], np.asarray(d)[order]) for k, (u, d) in variations.items()}
     n = len(f_s)
     edges = np.arange(n + 1)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -114,7 +122,7 @@ def plot_templates(f_s: np.ndarray, f_b: np.ndarray,
         _stairs(ax, hep_style, b * np.asarray(up), edges, color=c, ls="--", label=f"{label} up")
         _stairs(ax, hep_style, b * np.asarray(dw), edges, color=c, ls=":", label=f"{label} down")
     ax.set_yscale("log")
-    ax.set_xlabel("bin")
+    ax.set_xlabel(PURITY_LABEL if by_purity else "bin")
     ax.set_ylabel("expected events" if (s != 1 or b != 1) else "fraction")
     ax.set_title(title)
     ax.legend(fontsize=8)

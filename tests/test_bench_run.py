@@ -124,7 +124,7 @@ def test_workspaces_validate_in_pyhf_and_give_the_same_likelihood(tiny_run):
 
 def test_same_seed_same_numbers(tiny_run, tmp_path):
     res, cfg = tiny_run
-    again = run(BenchConfig(out=str(tmp_path / "again"), figures=False, **TINY), log=_quiet)
+    again = run(BenchConfig(out=str(tmp_path / "again"), figures=False, explain=False, **TINY), log=_quiet)
     cols = ["width", "sigma_hessian", "sigma_stat", "toy_coverage", "toy_mean_width", "score"]
     pd.testing.assert_frame_equal(again["table"][cols], res["table"][cols])
     assert again["meta"]["training"]["inferno"]["history"] == res["meta"]["training"]["inferno"]["history"]
@@ -480,7 +480,7 @@ def test_bce_aug_trains_and_train_all_trains_bce_once(problem):
 def test_pivot_trains_picks_lambda_and_is_measured(tmp_path):
     """pivot: one training per lambda, the adversary trained alongside (its loss recorded), the
     lambda kept is the one of the smallest validation sigma(mu); measured like the others."""
-    res = run(BenchConfig(out=str(tmp_path / "pivot"), figures=False, **{**TINY, "models": ("pivot",),
+    res = run(BenchConfig(out=str(tmp_path / "pivot"), figures=False, explain=False, **{**TINY, "models": ("pivot",),
                                                                          "pivot_lambdas": (0.0, 10.0)}), log=_quiet)
     t = res["trained"]["pivot"]
     m = t["meta"]

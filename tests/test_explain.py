@@ -335,3 +335,24 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="x must"):
         gradient_x_input(net, x.numpy())
     assert math.isfinite(expected_widths(analysis_model(an, net, x, y, w, weights=ex))["sigma"])
+
+
+def test_template_figures_order_the_bins_by_signal_purity():
+    """The learned bins are categories: plot_templates (the paper's fig. 3) shows them in the
+    order of their signal purity, and says so on the axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from inferno.plotting import PURITY_LABEL, plot_templates, purity_order
+
+    f_s = np.array([0.5, 0.1, 0.3, 0.1])
+    f_b = np.array([0.1, 0.4, 0.1, 0.4])
+    fig = plot_templates(f_s, f_b, {"r": (f_b * 1.1, f_b * 0.9)}, s=50.0, b=1000.0)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == PURITY_LABEL
+    order = purity_order(50 * f_s, 50 * f_s + 1000 * f_b)
+    drawn = ax.patches[0].get_data().values  # the signal, first drawn
+    np.testing.assert_allclose(drawn, 50 * f_s[order])
+    pur = (50 * f_s / (50 * f_s + 1000 * f_b))[order]
+    assert np.all(np.diff(pur) >= 0)
+    fig2 = plot_templates(f_s, f_b, {}, by_purity=False)
+    np.testing.assert_allclose(fig2.axes[0].patches[0].get_data().values, f_s)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import htautau as hb
+from ..plotting import PURITY_LABEL, purity_order
 
 #: the models (``--models``): trained networks, and ``bce_opt`` (the ``bce`` network, its bin edges
 #: optimised); new ones go last (a model's training seed is its index here)
@@ -150,7 +151,13 @@ def fig_templates(name: str, model, path: Path) -> None:
     def counts(**p):
         return model.expected_by_sample(model.params(**p)).numpy()[idx][:, sl]
 
-    nom = counts()
+    def ordered(**p):
+        return counts(**p)[:, order]
+
+    sig = [i for i, s in enumerate(samples) if s == hb.SIGNAL]
+    # the learned bins are categories: shown in the order of their signal purity (signal-rich last)
+    order = purity_order(counts()[sig].sum(0), counts().sum(0))
+    nom = counts()[:, order]
     n = nom.shape[1]
     edges = np.arange(n + 1)
     fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 3.8))
@@ -160,7 +167,7 @@ def fig_templates(name: str, model, path: Path) -> None:
         bottom += nom[i]
     axes[0].set_yscale("log")
     axes[0].set_title(f"{LABELS[name]}: expected counts")
-    axes[0].set_xlabel("bin")
+    axes[0].set_xlabel(PURITY_LABEL)
     axes[0].legend(fontsize=7)
     has = set(model.names)
     for i, s in enumerate(samples):
@@ -169,10 +176,10 @@ def fig_templates(name: str, model, path: Path) -> None:
         for par, col in (("tes", "tab:red"), ("ttbar_model", "tab:green")):
             if par not in has or (par == "ttbar_model" and s != "ttbar"):
                 continue
-            ax.stairs(counts(**{par: 1.0})[i], edges, color=col, ls="--", label=f"{par} +1")
-            ax.stairs(counts(**{par: -1.0})[i], edges, color=col, ls=":", label=f"{par} -1")
+            ax.stairs(ordered(**{par: 1.0})[i], edges, color=col, ls="--", label=f"{par} +1")
+            ax.stairs(ordered(**{par: -1.0})[i], edges, color=col, ls=":", label=f"{par} -1")
         ax.set_title(s)
-        ax.set_xlabel("bin")
+        ax.set_xlabel(PURITY_LABEL)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
