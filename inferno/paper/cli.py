@@ -259,7 +259,7 @@ def results_markdown(tab, meta: Dict[str, Any]) -> str:
                 c += f" ({r['paper']:.2f})"
             cells.append(c)
         lines.append(f"| {MODEL_LABELS[model]} | " + " | ".join(cells) + " |")
-    lines += ["", "Optimal classifier: the true f_s/(f_s+f_b) at nominal, 10 uniform bins, same evaluation. "
+    lines += ["", f"Optimal classifier: the true f_s/(f_s+f_b) at nominal, {meta['config']['bins']} uniform bins, same evaluation. "
               "Analytical likelihood: the Cramer-Rao bound of the unbinned likelihood on the true densities "
               "(no binned summary can go below it).", "", "## Run", "",
               f"- command: `{meta['command']}`",
