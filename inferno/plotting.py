@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -220,23 +220,9 @@ def plot_importance(importance: Mapping[str, Mapping[str, Tuple[float, float]]],
     Args:
         importance: summary -> {feature: (mean, std)}.
     """
-    plt = _plt()
-    n = max(len(importance), 1)
-    feats = list(dict.fromkeys(f for v in importance.values() for f in v))
-    top = {f: max(abs(v[f][0]) for v in importance.values() if f in v) for f in feats}
-    feats.sort(key=lambda f: top[f])
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.3 * len(feats) + 1.6), squeeze=False, sharey=True)
-    for ax, (name, vals) in zip(axes[0], importance.items()):
-        m = np.array([vals.get(f, (np.nan, np.nan))[0] for f in feats], dtype=float)
-        s = np.array([vals.get(f, (np.nan, np.nan))[1] for f in feats], dtype=float)
-        ax.barh(np.arange(len(feats)), m, xerr=s, color="tab:blue", alpha=0.8, capsize=2)
-        ax.axvline(0, color="grey", lw=0.8)
-        ax.set_title(name)
-        ax.set_xlabel(xlabel, fontsize=8)
-    axes[0][0].set_yticks(np.arange(len(feats)), feats, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, path)
+    return _bar_panels({k: {f: v[0] for f, v in vals.items()} for k, vals in importance.items()},
+                       {k: {f: v[1] for f, v in vals.items()} for k, vals in importance.items()},
+                       title, xlabel, path, dict(color="tab:blue", alpha=0.8, capsize=2), absolute=True)
 
 
 def _heat(ax, m: np.ndarray, cmap: str = "RdBu_r"):
@@ -289,17 +275,27 @@ def plot_ranking(rankings: Mapping[str, Mapping[str, float]], title: str = "",
     Args:
         rankings: summary -> {nuisance: impact}.
     """
+    return _bar_panels(rankings, None, title, xlabel, path, dict(color="tab:orange", alpha=0.85), absolute=False)
+
+
+def _bar_panels(values: Mapping[str, Mapping[str, float]], errors: Optional[Mapping[str, Mapping[str, float]]],
+                title: str, xlabel: str, path: PathLike, style: Mapping[str, Any], absolute: bool):
+    """Horizontal bars, one panel per summary (``values``: summary -> {row: value}), the rows
+    shared and sorted by their largest value (``absolute``: of its magnitude) across panels."""
     plt = _plt()
-    n = max(len(rankings), 1)
-    names = list(dict.fromkeys(k for v in rankings.values() for k in v))
-    top = {k: max(v[k] for v in rankings.values() if k in v) for k in names}
-    names.sort(key=lambda k: top[k])
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.3 * len(names) + 1.6), squeeze=False, sharey=True)
-    for ax, (summary, vals) in zip(axes[0], rankings.items()):
-        ax.barh(np.arange(len(names)), [vals.get(k, np.nan) for k in names], color="tab:orange", alpha=0.85)
-        ax.set_title(summary)
+    n = max(len(values), 1)
+    rows = list(dict.fromkeys(k for v in values.values() for k in v))
+    top = {k: max(abs(v[k]) if absolute else v[k] for v in values.values() if k in v) for k in rows}
+    rows.sort(key=lambda k: top[k])
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 0.3 * len(rows) + 1.6), squeeze=False, sharey=True)
+    for ax, (name, vals) in zip(axes[0], values.items()):
+        err = None if errors is None else np.array([errors[name].get(k, np.nan) for k in rows], dtype=float)
+        ax.barh(np.arange(len(rows)), np.array([vals.get(k, np.nan) for k in rows], dtype=float), xerr=err, **style)
+        if errors is not None:
+            ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(name)
         ax.set_xlabel(xlabel, fontsize=8)
-    axes[0][0].set_yticks(np.arange(len(names)), names, fontsize=8)
+    axes[0][0].set_yticks(np.arange(len(rows)), rows, fontsize=8)
     if title:
         fig.suptitle(title)
     return _finish(fig, path)
