@@ -514,3 +514,22 @@ def test_predict_between_fit_and_checkpoint_keeps_the_fits_callbacks(tmp_path):
     h = ModelWrapper(_net()).fit(3, _data(), ADAM, BCE, progress=False, cbs=[EarlyStopping(4)],
                                  resume_from=tmp_path / "c.pt")
     assert h["train"][:2] == wr.loss_tracker.losses["train"] and len(h["train"]) == 3
+
+
+def test_named_schedules():
+    """``schedule(name, lr, epochs)`` (the CLIs' ``--schedule``): none is constant, onecycle peaks
+    at 3 lr and anneals, cosine equals torch's CosineAnnealingLR over the epochs."""
+    from inferno.training import SCHEDULES, schedule
+
+    assert SCHEDULES == ("none", "onecycle", "cosine") and schedule("none", 1e-2, 5) == []
+    runs = {}
+    for name in ("onecycle", "cosine"):
+        probe = LRProbe()
+        ModelWrapper(_net()).fit(5, _data(), ADAM, BCE, cbs=[*schedule(name, 1e-2, 5), probe], progress=False)
+        runs[name] = probe.lrs
+    flat = sum(runs["onecycle"], [])
+    assert max(flat) == pytest.approx(3e-2) and flat[-1] < 1e-5
+    assert runs["cosine"] == _by_hand(lambda o: L.CosineAnnealingLR(o, T_max=5), 5, 4, per_batch=False)[0]
+    assert runs["cosine"][0][0] == 1e-2 and runs["cosine"][-1][0] < 1e-3
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        schedule("step", 1e-2, 5)

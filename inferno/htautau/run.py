@@ -72,6 +72,7 @@ from .. import __version__
 from ..paper.cli import _git_commit, _HelpFormatter, _unwritable
 from ..likelihood import fit, get_interval, profile
 from ..templates import analysis_model
+from ..training.schedules import SCHEDULES
 from .. import htautau as hb
 from .analysis import SYSTEMATICS, WEIGHT_EXTRAS, prepare
 from .report import (MODELS, ONE_SIGMA, SUMMARIES, fig_coverage, fig_features, fig_profiles, fig_templates,
@@ -110,6 +111,7 @@ class BenchConfig:
     lr: float = 1e-3
     lr_inferno: float = 1e-3
     temperature: float = 0.1
+    schedule: str = "onecycle"
     binning: str = "quantile"
     edge_grid: int = 200
     pivot_lambdas: Tuple[float, ...] = (1.0, 10.0, 100.0)
@@ -165,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the classifiers (Adam)")
     p.add_argument("--lr-inferno", type=float, default=d.lr_inferno, help="learning rate of INFERNO (Adam)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="softmax temperature of INFERNO")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="learning-rate schedule of every training: onecycle (warm-up to 3x the learning rate, then "
+                        "annealed), cosine (annealed to 0), none (constant) [%(default)s]")
     p.add_argument("--binning", choices=("quantile", "uniform"), default=d.binning,
                    help="classifier bins: equal signal (validation sample) or equal width in the probability")
     p.add_argument("--edge-grid", type=int, default=d.edge_grid,
@@ -222,7 +227,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> BenchConfig:
         epochs=a.epochs if a.epochs is not None else (15 if q else d.epochs),
         inferno_epochs=a.inferno_epochs if a.inferno_epochs is not None else (15 if q else d.inferno_epochs),
         bs=a.bs if a.bs is not None else (2000 if q else d.bs),
-        bins=a.bins, hidden=a.hidden, lr=a.lr, lr_inferno=a.lr_inferno, temperature=a.temperature,
+        bins=a.bins, hidden=a.hidden, lr=a.lr, lr_inferno=a.lr_inferno, temperature=a.temperature, schedule=a.schedule,
         binning=a.binning, edge_grid=a.edge_grid, pivot_lambdas=lambdas, systematics=syst,
         mc_stat=not a.no_mc_stat,
         toys=a.toys if a.toys is not None else (100 if q else d.toys),

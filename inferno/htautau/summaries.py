@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..training.callbacks import KeepBest
+from ..training.schedules import schedule
 from ..data import DataPair, DataSet, StratifiedLoader
 from ..loss import InfernoLoss
 from ..training.wrapper import ModelWrapper
@@ -107,8 +108,8 @@ def train(kind: str, prob, cfg: BenchConfig, log: Callable = print, lam: float =
     keep = KeepBest()
     t0 = time.perf_counter()
     wrapper = ModelWrapper(net)
-    history = wrapper.fit(epochs, data, functools.partial(torch.optim.Adam, lr=lr), loss, cbs=[*cbs, keep],
-                          progress=False)
+    cbs = [*cbs, *schedule(cfg.schedule, lr, epochs), keep]
+    history = wrapper.fit(epochs, data, functools.partial(torch.optim.Adam, lr=lr), loss, cbs=cbs, progress=False)
     net.eval()
     dt = time.perf_counter() - t0
     what = f"{kind} (lambda {lam:g})" if kind == "pivot" else kind

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..training.schedules import SCHEDULES
 from .study import B_TRUE, MU_TRUE, fig5_grid, run_optimal, run_unit
 
 __all__ = ["main", "ReproConfig", "PAPER_TABLE", "MODEL_LABELS"]
@@ -43,8 +44,6 @@ MODEL_LABELS: Dict[str, str] = {
     "bce": "NN classifier", **{f"inferno{k}": f"INFERNO {k}" for k in range(5)},
     "optimal": "Optimal classifier", "analytical": "Analytical likelihood",
 }
-#: the learning-rate schedules of --schedule
-SCHEDULES = ("none", "onecycle", "cosine")
 ALL_MODELS = ("bce", "inferno0", "inferno1", "inferno2", "inferno3", "inferno4")
 
 

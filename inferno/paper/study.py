@@ -76,19 +76,6 @@ def _keep_best():
     return KeepBest()
 
 
-def _schedule(cfg: "ReproConfig", lr: float) -> list:
-    """The learning-rate schedule callbacks of ``cfg.schedule`` (see ``inferno-paper --help``)."""
-    import torch
-
-    from ..training.callbacks import LRScheduler, OneCycle
-
-    if cfg.schedule == "onecycle":
-        return [OneCycle(max_lr=3.0 * lr)]
-    if cfg.schedule == "cosine":
-        return [LRScheduler(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs))]
-    return []
-
-
 def train_model(name: str, seed: int, cfg: ReproConfig):
     """Train model ``name`` ('bce' or 'inferno<k>') on the toy problem with training seed
     ``seed``; returns the wrapper (weights of the best validation epoch), the loss history and
@@ -98,6 +85,7 @@ def train_model(name: str, seed: int, cfg: ReproConfig):
 
     from ..nn import VariableSoftmax
     from .callbacks import paper_inferno
+    from ..training.schedules import schedule
     from ..training.wrapper import ModelWrapper
     from . import get_paper_data
 
@@ -113,7 +101,8 @@ def train_model(name: str, seed: int, cfg: ReproConfig):
     opt = functools.partial(torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD, lr=lr)
     wrapper = ModelWrapper(net)
     # a progress bar only when runs go one after the other in this process (not in workers)
-    history = wrapper.fit(cfg.epochs, data, opt, loss, cbs=[*cbs, *_schedule(cfg, lr), keep], progress=cfg.jobs == 1)
+    cbs = [*cbs, *schedule(cfg.schedule, lr, cfg.epochs), keep]
+    history = wrapper.fit(cfg.epochs, data, opt, loss, cbs=cbs, progress=cfg.jobs == 1)
     return wrapper, history, keep.best_epoch
 
 

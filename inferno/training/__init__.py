@@ -3,7 +3,9 @@ whose hooks it fires (:mod:`inferno.training.callbacks`). The INFERNO loss is a 
 (:class:`~inferno.loss.InfernoLoss`), kept with the loss."""
 from .callbacks import (AbsCallback, Checkpoint, EarlyStopping, GradClip, KeepBest, LossTracker, LRScheduler,
                         OneCycle, PredHandler, ProgressBar, SaveBest)
+from .schedules import SCHEDULES, schedule
 from .wrapper import ModelWrapper
 
 __all__ = ["ModelWrapper", "AbsCallback", "LossTracker", "EarlyStopping", "SaveBest", "KeepBest", "Checkpoint",
-           "PredHandler", "GradClip", "ProgressBar", "LRScheduler", "OneCycle"]
+           "PredHandler", "GradClip", "ProgressBar", "LRScheduler", "OneCycle", "SCHEDULES",
+           "schedule"]

@@ -12,7 +12,7 @@ from .callbacks import AbsCallback
 if TYPE_CHECKING:  # pragma: no cover
     from .wrapper import ModelWrapper
 
-__all__ = ["LRScheduler", "OneCycle"]
+__all__ = ["LRScheduler", "OneCycle", "SCHEDULES", "schedule"]
 
 _LRS = torch.optim.lr_scheduler
 _SCHEDULER_TYPES = tuple(t for t in (getattr(_LRS, "LRScheduler", None), getattr(_LRS, "_LRScheduler", None),
@@ -146,3 +146,23 @@ class OneCycle(LRScheduler):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"OneCycle({args})"
+
+
+#: the named schedules of :func:`schedule` (the ``--schedule`` of ``inferno-paper`` and ``inferno-bench``)
+SCHEDULES = ("none", "onecycle", "cosine")
+
+
+def schedule(name: str, lr: float, epochs: int) -> List[AbsCallback]:
+    """The callbacks of a named learning-rate schedule for a training of ``epochs`` epochs whose
+    optimiser has learning rate ``lr``: ``"none"`` (constant: no callback), ``"onecycle"``
+    (:class:`OneCycle` up to ``3 * lr``, then annealed), ``"cosine"`` (cosine annealing from ``lr``
+    to 0 over the epochs)."""
+    import functools
+
+    if name == "none":
+        return []
+    if name == "onecycle":
+        return [OneCycle(max_lr=3.0 * lr)]
+    if name == "cosine":
+        return [LRScheduler(functools.partial(_LRS.CosineAnnealingLR, T_max=epochs))]
+    raise ValueError(f"unknown learning-rate schedule {name!r}: one of {', '.join(SCHEDULES)}")
