@@ -183,3 +183,83 @@ def test_fused_node_and_autograd_rules_have_the_same_gradient():
             (s * probe[:len(s)]).sum().backward()
             grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------ precomputed input-stage tangents
+def _stage_analysis():
+    """_analysis with a second, generic transform on signal and ttbar: two groups of processes."""
+    from inferno.loss import Analysis
+    from inferno.nuisance import ShapeNuisance
+
+    an = _analysis(mc_stat=True)
+    return Analysis(an.processes, [*an.nuisances, ShapeNuisance("scale", _scale, on=["signal", "ttbar"], nominal=1.0,
+                                                                  constraint=0.1)],
+                    poi="mu", fixed=an.fixed, mc_stat=True, parameters={"lumi": {"sigma": 0.02}})
+
+
+def _stage_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(_Features(), nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6), VariableSoftmax(0.3)).double()
+
+
+def test_precomputed_stage_tangents_equal_the_reference():
+    """stage_tangents' columns in the batch: the same loss and gradient as computing the feature
+    layer's tangents in the batch (bit for bit), and as the slow reference."""
+    from inferno.loss import stage_tangents
+
+    analysis, net = _stage_analysis(), _stage_net()
+    x, lab, w, weights = _batch()
+    cols = stage_tangents(analysis, net, x, lab, chunk=100)  # several chunks
+    assert sorted(cols) == ["tangent:jes", "tangent:scale"] and cols["tangent:jes"].shape == (len(x), 4)
+    assert float(cols["tangent:scale"][lab == 2].abs().max()) == 0 < float(cols["tangent:scale"][lab == 1].abs().max())
+    ref = reference_loss(analysis, net, x, lab, w, weights=weights)
+    g_ref = _grads(ref, net)
+    plain = inferno_loss(analysis, net, x, lab, w, weights=weights)
+    g_plain = _grads(plain, net)
+    for name, call in {"pure": lambda: inferno_loss(analysis, net, x, lab, w, weights={**weights, **cols}),
+                       "callback": lambda: _callback_loss(analysis, net, x, lab, w, {**weights, **cols}, "auto")}.items():
+        loss = call()
+        assert float(loss) == float(plain), name
+        g = _grads(loss, net)
+        assert torch.equal(g, g_plain), name
+        assert float(loss) == pytest.approx(float(ref), rel=1e-10), name
+        assert float((g - g_ref).norm() / g_ref.norm()) < 1e-7, name
+
+
+def test_training_with_precomputed_stage_tangents_is_the_same():
+    """Two epochs of InfernoLoss on a DataSet carrying the tangents as extras: the same history."""
+    from inferno import DataPair, DataSet, ModelWrapper, WeightedDataLoader
+    from inferno.loss import stage_tangents
+    import functools
+
+    analysis = _stage_analysis()
+    x, lab, w, weights = _batch(n=1200)
+    hist = []
+    for cached in (False, True):
+        net = _stage_net(1).float()  # a DataSet holds float32
+        extras = {**weights, **(stage_tangents(analysis, net, x.float(), lab) if cached else {})}
+        ds = DataSet(x.float(), lab, w, extras)
+        assert ds.extras.get("tangent:jes", torch.zeros(1, 4)).shape[1:] == (4,)
+        data = DataPair(WeightedDataLoader(ds, 1200), WeightedDataLoader(ds, 1200))
+        hist.append(ModelWrapper(net).fit(2, data, functools.partial(torch.optim.Adam, lr=1e-2), None,
+                                          cbs=[InfernoLoss(analysis)], progress=False))
+    assert hist[0] == hist[1] and hist[0]["train"][1] != hist[0]["train"][0]
+
+
+def test_stage_tangents_bad_input():
+    from inferno.loss import stage_tangents
+
+    analysis = _stage_analysis()
+    x, lab, w, weights = _batch()
+    with pytest.raises(ValueError, match="input stage.*has none"):
+        stage_tangents(analysis, _net(), x, lab)
+    trainable = nn.Sequential(nn.LayerNorm(3), nn.Linear(3, 6), VariableSoftmax(0.3)).double()
+    with pytest.raises(ValueError, match="trainable parameters"):
+        stage_tangents(analysis, trainable, x, lab)
+    with pytest.raises(ValueError, match="labels \\[7\\] belong to no process"):
+        stage_tangents(analysis, _stage_net(), x, torch.where(lab == 2, 7, lab))
+    cols = stage_tangents(analysis, _stage_net(), x, lab)
+    with pytest.raises(ValueError, match="'tangent:jes' have shape \\(900, 3\\).*input stage 4 outputs"):
+        inferno_loss(analysis, _stage_net(), x, lab, w, weights={**weights, **cols, "tangent:jes": cols["tangent:jes"][:, :3]})
+    with pytest.raises(ValueError, match="precomputed input-stage tangents.*trainable"):
+        inferno_loss(analysis, trainable, x, lab, w, weights={**weights, **cols})

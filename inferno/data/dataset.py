@@ -52,7 +52,8 @@ class DataSet:
     (n, 1) so that they broadcast against a network output of shape (n, 1). Weights are one
     per event: ``w`` has shape (n,) or (n, 1); they may be negative (NLO samples), but not
     sum to a non-positive total. ``extras`` (e.g. ``{"w_id_up": ..., "w_id_dn": ...}``, the
-    per-event weight variations of :class:`~inferno.nuisance.WeightNuisance`) are batched
+    per-event weight variations of :class:`~inferno.nuisance.WeightNuisance`, shape (n,); or
+    rows of values, shape (n, k), e.g. :func:`inferno.loss.stage_tangents`) are batched
     alongside: the loaders then yield ``(x, y, w, extras)``, and the training loop exposes
     them to callbacks as ``wrapper.extras``.
 
@@ -89,9 +90,10 @@ class DataSet:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"extras must be named by non-empty strings, got {name!r}")
             t = self._column(col, f"extras[{name!r}]", n)
-            if t.ndim != 2 or t.shape[1] != 1:
-                raise ValueError(f"extras[{name!r}] must hold one value per event, got shape {tuple(t.shape)}")
-            self.extras[name] = t[:, 0]
+            if t.ndim != 2:
+                raise ValueError(f"extras[{name!r}] must hold one value or one row of values per event, shape "
+                                 f"({n},) or ({n}, k), got {tuple(t.shape)}")
+            self.extras[name] = t[:, 0] if np.ndim(col) == 1 else t
 
     @staticmethod
     def _column(a: Any, name: str, n: int) -> Optional[Tensor]:

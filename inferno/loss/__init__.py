@@ -18,9 +18,10 @@ from .analysis import Analysis, Process
 from .callback import InfernoLoss
 from .fisher import FisherError, LOSS_KINDS, asimov_fisher, poi_loss
 from .pure import batch_templates, inferno_loss, soft_outputs_check
+from .tangents import stage_tangents
 
 __all__ = ["Analysis", "Process", "inferno_loss", "InfernoLoss", "Inferno", "ApproxInferno", "InfernoPred",
-           "batch_templates", "soft_outputs_check", "poi_loss", "asimov_fisher", "FisherError", "LOSS_KINDS"]
+           "batch_templates", "soft_outputs_check", "stage_tangents", "poi_loss", "asimov_fisher", "FisherError", "LOSS_KINDS"]
 
 
 def __getattr__(name: str):  # the compatibility names, imported on first use (no import cycle)

@@ -274,7 +274,7 @@ def _term_sums(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor,
         pidx = local[slot[rows]]
         a = (torch.ones(len(pidx), dtype=x.dtype, device=dev) if wd is None else wd[rows].to(x.dtype)).unsqueeze(0)
         trans = [(analysis.nuisance[n].transform, analysis.nuisance[n].nominal) for n in names]
-        sums = _transform_sums(net, x, rows, trans, a, pidx, len(procs_g), calls, fused)
+        sums = _transform_sums(net, x, rows, trans, names, weights, a, pidx, len(procs_g), calls, fused)
         for k, n in enumerate(names):
             for j, p in enumerate(procs_g):
                 d[(p, n)] = sums[k, j].to(DTYPE)
@@ -328,15 +328,22 @@ def _shifts(analysis: Analysis, b: Dict[str, Any], sums: Optional[Tensor], hist:
     return scale[p_t].unsqueeze(-1) * sums
 
 
-def _transform_sums(net: nn.Module, x: Tensor, rows: Tensor, trans: List[Tuple[Any, float]], a: Tensor,
-                    pidx: Tensor, n_proc: int, calls: Optional[list], fused: bool) -> Tensor:
-    """(K, n_proc, bins) sums of the output tangents of the transform nuisances ``trans``."""
+def _transform_sums(net: nn.Module, x: Tensor, rows: Tensor, trans: List[Tuple[Any, float]], names: List[str],
+                    weights: Dict[str, Tensor], a: Tensor, pidx: Tensor, n_proc: int, calls: Optional[list],
+                    fused: bool) -> Tensor:
+    """(K, n_proc, bins) sums of the output tangents of the transform nuisances ``trans``
+    (``names``); the input stage's tangents from the batch's columns if it carries them
+    (:func:`~inferno.loss.tangents.stage_tangents`)."""
     xr = x[rows]
     if calls is not None:
         leaves = tg.leaves_of(net)
         i0 = tg.split_stage(leaves)
-        stage = nn.Sequential(*leaves[:i0]) if i0 else None
-        tan = tg.input_tangents(trans, xr, stage)
+        cached = [weights.get(tg.TANGENT_KEY + n) for n in names] if i0 else []
+        if i0 and all(c is not None for c in cached):
+            width = getattr(leaves[i0], "in_features", None) if i0 < len(leaves) else None
+            tan = tg.cached_tangents(cached, names, leaves[:i0], rows, len(x), width)
+        else:
+            tan = tg.input_tangents(trans, xr, nn.Sequential(*leaves[:i0]) if i0 else None)
         return tg.propagate(leaves[i0:], calls[i0:], rows, tan, a, pidx, n_proc, fused)
     tg.check_deterministic(net)
     tan = tg.input_tangents(trans, xr, net)  # any module: forward mode through all of it

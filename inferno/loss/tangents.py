@@ -28,7 +28,11 @@ from torch.nn import functional as F
 
 from .chain import ChainTangents, chain_layout, pwl_derivative
 
-__all__ = ["Recorder", "InputTangents", "leaves_of", "split_stage", "input_tangents", "jvp", "propagate", "weighted_sums"]
+__all__ = ["Recorder", "InputTangents", "leaves_of", "split_stage", "input_tangents", "stage_tangents",
+           "cached_tangents", "TANGENT_KEY", "jvp", "propagate", "weighted_sums"]
+
+#: the batch column (``extras``) of a nuisance's precomputed input-stage tangents: ``TANGENT_KEY + name``
+TANGENT_KEY = "tangent:"
 
 _Call = Tuple[nn.Module, Tensor, Tensor, Optional[Tensor]]  # (leaf, input, output, dropout mask)
 
@@ -255,6 +259,72 @@ def input_tangents(transforms: Sequence[Any], x: Tensor, stage: Optional[nn.Modu
         tg = fwAD.unpack_dual(o).tangent
     out = (torch.zeros_like(o) if tg is None else tg).reshape(k, m, -1)
     return InputTangents(m, out.shape[-1], dense=out)
+
+
+def stage_tangents(analysis: Any, net: nn.Module, x: Tensor, process: Tensor,
+                   chunk: int = 16384) -> Dict[str, Tensor]:
+    r"""The tangents of every transform nuisance after the network's input stage, per event, as
+    batch columns: ``{TANGENT_KEY + name: (n_events, d)}`` (zero on the rows of the processes a
+    nuisance does not act on), to pass to the loss with the batch (the ``extras`` of a
+    :class:`~inferno.data.DataSet`).
+
+    The input stage is the leading leaves of a plain ``nn.Sequential`` without an exact tangent
+    rule (e.g. a feature layer, :func:`split_stage`). When it has no trainable parameters, its
+    tangents :math:`\partial s(T_k(x, v))/\partial v` are constants of each event: computed
+    here once (forward mode, ``chunk`` events at a time) instead of in every batch of every
+    epoch; the loss then propagates them from the stage's output. They are the loss's own
+    values (the same computation, row by row). Recompute them if the stage or the events change.
+
+    Raises:
+        ValueError: a network that is not a plain ``nn.Sequential`` with an input stage, a stage
+            with trainable parameters, labels of no process, an analysis without transforms.
+    """
+    leaves = leaves_of(net)
+    i0 = 0 if leaves is None else split_stage(leaves)
+    if not i0:
+        raise ValueError("stage_tangents needs a plain nn.Sequential whose first leaves (its input stage, e.g. a "
+                         "feature layer) have no exact tangent rule; this network has none: the loss propagates "
+                         "its tangents layer by layer already")
+    stage = nn.Sequential(*leaves[:i0])
+    if _trainable(stage):
+        raise ValueError("the network's input stage has trainable parameters: its tangents change during training "
+                         "and cannot be computed in advance")
+    if not analysis._transforms:
+        raise ValueError("the analysis has no transform nuisances: there are no tangents to compute")
+    labels = process.reshape(-1).long()
+    if len(labels) != len(x):
+        raise ValueError(f"process has {len(labels)} labels for {len(x)} events")
+    x_in = analysis._nominal_inputs(x, labels)
+    slot, ok = analysis._slots(labels)
+    if not bool(ok):
+        raise ValueError(f"labels {sorted(set(labels.tolist()) - set(analysis._slot_of))[:10]} belong to no process")
+    out: Dict[str, Tensor] = {}
+    for g, (_, names) in enumerate(analysis._transform_groups):
+        rows = (analysis._group_local[g].to(x.device)[slot] >= 0).nonzero().squeeze(-1)
+        trans = [(analysis.nuisance[n].transform, analysis.nuisance[n].nominal) for n in names]
+        for r in rows.split(chunk):
+            t = input_tangents(trans, x_in[r], stage).dense(x)
+            for k, n in enumerate(names):
+                if n not in out:
+                    out[n] = t.new_zeros(len(x), t.shape[-1])
+                out[n][r] = t[k]
+    return {TANGENT_KEY + n: t for n, t in out.items()}
+
+
+def cached_tangents(columns: Sequence[Tensor], names: Sequence[str], stage: Sequence[nn.Module], rows: Tensor,
+                    n_events: int, width: Optional[int]) -> InputTangents:
+    """The input-stage tangents of the rows ``rows`` from the batch columns of :func:`stage_tangents`
+    (one per nuisance of ``names``), checked against the batch and the network."""
+    if any(_trainable(m) for m in stage):
+        raise ValueError("the batch carries precomputed input-stage tangents (stage_tangents), but the network's "
+                         "input stage has trainable parameters: its tangents change during training")
+    for c, n in zip(columns, names):
+        if c.ndim != 2 or len(c) != n_events or (width is not None and c.shape[1] != width):
+            raise ValueError(f"the precomputed tangents {TANGENT_KEY + n!r} have shape {tuple(c.shape)}; the batch has "
+                             f"{n_events} events and the network's input stage {width} outputs (stage_tangents of "
+                             "another network?)")
+    dense = torch.stack([c[rows] for c in columns])
+    return InputTangents(len(rows), dense.shape[-1], dense=dense)
 
 
 def _transform_tangent(t: Any, v0: float, x: Tensor) -> Tensor:
