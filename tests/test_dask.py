@@ -1,8 +1,10 @@
 """Templates over file sets on Dask (inferno.distributed.dask): the sums per bin, process and
 variation equal those of one fill_histograms stream and of the in-memory analysis_model (1e-12
-relative, float64), with one task and with several (threads, and a small in-process
-distributed cluster), the Model built from them is the same (expected counts and NLL at several
+relative, float64), with one task and with several (threads, and a LocalCluster of two
+worker processes), the Model built from them is the same (expected counts and NLL at several
 points), and a file with a missing branch surfaces as the readers' error naming it."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -117,7 +119,7 @@ def test_sums_equal_one_stream_with_one_and_several_tasks(files):
 
 def test_model_equals_analysis_model_in_memory_root_and_parquet(files):
     """The Model from the Dask sums equals analysis_model on all events read at once, for ROOT
-    (threads) and parquet (an in-process distributed cluster, two workers)."""
+    (threads) and parquet (a LocalCluster of two worker processes)."""
     from dask.distributed import Client, LocalCluster
 
     net, analysis = _net(), _analysis()
@@ -127,8 +129,10 @@ def test_model_equals_analysis_model_in_memory_root_and_parquet(files):
     _assert_same_model(ref, got)
     dp = read_parquet(files["parquet"], FEATURES, "label", "w", EXTRAS)
     ref_pq = analysis_model(analysis, net, dp.x, dp.y, dp.w, weights=dp.extras)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
+        pids = set(client.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids  # two worker processes
         got_pq = analysis_model_dask(analysis, net, files["parquet"], None, FEATURES, "label", "w", EXTRAS,
                                      chunk_size=250, client=client)
     _assert_same_model(ref_pq, got_pq)
