@@ -47,7 +47,7 @@ from torch.distributions import Normal
 from .likelihood import Channel, HistoSys, Model, Sample, StatError
 from .loss.analysis import Analysis
 from .loss.analysis import _kind
-from .loss.pure import _weight_column
+from .loss.checks import _weight_column
 from .nuisance import constraint_curvature
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float], float]

@@ -17,7 +17,8 @@ from here.
 from .analysis import Analysis, Process
 from .callback import InfernoLoss
 from .fisher import FisherError, LOSS_KINDS, asimov_fisher, poi_loss
-from .pure import batch_templates, inferno_loss, soft_outputs_check
+from .checks import soft_outputs_check
+from .pure import batch_templates, inferno_loss
 from .tangents import stage_tangents
 
 __all__ = ["Analysis", "Process", "inferno_loss", "InfernoLoss", "Inferno", "ApproxInferno", "InfernoPred",

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from ..training.callbacks import AbsCallback
 from .analysis import Analysis
-from .pure import _check_batch, _loss
+from .checks import _check_batch
+from .pure import _loss
 from .tangents import Recorder, leaves_of
 
 __all__ = ["InfernoLoss"]
