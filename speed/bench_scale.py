@@ -2,7 +2,7 @@
 
 * ``ranks``: data-parallel INFERNO training on the H->tautau problem (``inferno.htautau``,
   ``--htt-n`` events per sample, 200k by default; the Analysis, network and StratifiedLoader of
-  inferno-bench, batch 4000): one process with one torch thread against ``--world`` gloo ranks
+  inferno-bench, batch 4000, the feature layer's tangents precomputed as inferno-bench does): one process with one torch thread against ``--world`` gloo ranks
   with one thread each (``ShardedLoader`` + ``GradientSync`` + ``InfernoLoss(reduce=global_sum())``),
   the same global batches. Throughput = training events per second of the best timed epoch
   (training pass only, after a warm-up epoch). Target: 2 ranks >= 1.7x one.
@@ -26,7 +26,6 @@ import datetime
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -53,11 +52,11 @@ def _htt(n: int):
 def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str) -> None:
     import torch.distributed as dist
 
-    from inferno import DataPair, ModelWrapper, StratifiedLoader
+    from inferno import DataPair, DataSet, ModelWrapper, StratifiedLoader
     from inferno import htautau as hb
     from inferno.distributed import GradientSync, ShardedLoader, global_sum
     from inferno.htautau.summaries import build_net
-    from inferno.loss import InfernoLoss
+    from inferno.loss import InfernoLoss, stage_tangents
 
     torch.set_num_threads(1)
     if world > 1:
@@ -66,6 +65,8 @@ def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str)
     prob, cfg, trn = _htt(n)
     torch.manual_seed(0)
     net = build_net("inferno", hb.FeatureLayer.fit(prob.train["primary"]), cfg)
+    # as inferno-bench trains: the fixed feature layer's tangents once (every rank, all events)
+    trn = DataSet(trn.x, trn.y, trn.w, {**trn.extras, **stage_tangents(prob.analysis, net, trn.x, trn.y)})
     loader = StratifiedLoader(trn, cfg.bs, shuffle=True, seed=1)
     if world > 1:
         loader = ShardedLoader(loader, rank, world)
