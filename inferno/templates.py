@@ -184,8 +184,9 @@ def model_from_histograms(analysis: Analysis, counts: Mapping[Tuple[Any, str], T
 
     Raises:
         ValueError: a missing process or variation, histograms of different numbers of
-            bins, a process whose summed weight is not positive, a negative nominal bin, a
-            transform nuisance without a scale.
+            bins, a process whose summed weight is not positive, a negative nominal bin (from
+            negative weights; with ``Analysis(negative='clip')`` such a bin is set to 0 instead,
+            as the loss floors it), a transform nuisance without a scale.
     """
     def get(keys: Sequence[Any], var: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
         for k in keys:
@@ -213,6 +214,8 @@ def model_from_histograms(analysis: Analysis, counts: Mapping[Tuple[Any, str], T
             raise ValueError(f"the summed weight of process {p.name!r} is {sw:.6g}: it must be > 0")
         scale = p.expected / sw
         nominal = scale * sumw
+        if bool((nominal < 0).any()) and analysis.negative == "clip":
+            nominal = np.maximum(nominal, 0.0)  # as the loss floors it (Analysis(negative='clip'))
         if bool((nominal < 0).any()):
             i = int(np.nonzero(nominal < 0)[0][0])
             raise ValueError(f"process {p.name!r}: bin {i} of the learned channel has a negative template "

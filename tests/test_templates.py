@@ -102,3 +102,29 @@ def test_pure_loss_in_a_hand_written_loop_lowers_the_variance():
     with torch.no_grad():
         after = float(inferno_loss(analysis, net, x, lab, w, weights=weights))
     assert after < 0.85 * before  # seen: 1.74 -> 1.29
+
+
+def test_negative_template_bin_raises_or_is_clipped_as_the_analysis_says():
+    """A wjets bin whose summed weight is negative (negative weights): a named error with
+    Analysis(negative='raise'), a 0 template bin with 'clip' (the loss's floor); the other bins
+    and processes unchanged."""
+    analysis, net, x, lab, w, weights = _setup()
+    with torch.no_grad():
+        bins = net(x).argmax(1)
+    w = w.clone()
+    counts = torch.bincount(bins[lab == 2], minlength=5)
+    b = int(torch.where(counts > 0, counts, 10 ** 9).argmin())  # wjets' least populated bin
+    m = (lab == 2) & (bins == b)
+    w[m] = -w[m]  # that bin of wjets all negative; the process's total stays positive
+    assert float(w[lab == 2].sum()) > 0
+    with pytest.raises(ValueError, match=f"process 'wjets': bin {b} of the learned channel has a negative template"):
+        analysis_model(analysis, net, x, lab, w, weights=weights)
+    clip = Analysis(analysis.processes, analysis.nuisances, poi="mu", fixed=analysis.fixed, mc_stat=True,
+                    parameters=analysis.parameters, negative="clip")
+    model = analysis_model(clip, net, x, lab, w, weights=weights)
+    got = model.expected_by_sample(model.init)[model.samples.index(("learned", "wjets")),
+                                                model.channel_bins["learned"]].numpy()
+    mm = (lab == 2).numpy()
+    ref = 100.0 * np.histogram(bins.numpy()[mm], np.arange(6) - 0.5, weights=w.numpy()[mm])[0] / w.numpy()[mm].sum()
+    assert ref[b] < 0 and got[b] == 0
+    np.testing.assert_allclose(np.delete(got, b), np.delete(ref, b), rtol=1e-12)

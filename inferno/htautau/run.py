@@ -521,16 +521,6 @@ def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, A
     for name, r in results.items():
         spec = r["model"].to_pyhf(r["asimov"], measurement_name=f"htautau_{name}")
         (out / "workspaces" / f"{name}.json").write_text(json.dumps(spec, indent=1))
-    explain_s = None
-    if cfg.explain and results:
-        from ..explain import explain_report, group_by_object
-        t1 = time.perf_counter()
-        explain_report({n: r["merged_summary"] for n, r in results.items()}, prob.analysis, prob.dataset("test"),
-                       out / "explain", feature_names=hb.PRIMARY, groups=group_by_object(hb.PRIMARY),
-                       models={n: r["model"] for n, r in results.items()}, n_repeats=cfg.explain_repeats,
-                       seed=cfg.seed, figures=cfg.figures, log=lambda *a, **k: None)
-        explain_s = time.perf_counter() - t1
-        log(f"  explained the summaries in {out / 'explain'} ({explain_s:.0f} s)", flush=True)
     figs: List[str] = []
     if cfg.figures:
         for which in ("tes", "jes"):
@@ -554,16 +544,34 @@ def _run(cfg: BenchConfig, log: Callable, command: Optional[str]) -> Dict[str, A
                 threads=cfg.threads, wall_s=time.perf_counter() - t0, config=asdict(cfg), figures=figs,
                 training={k: dict(train_s=v["train_s"], best_epoch=v["best_epoch"], best_loss=v["best_loss"],
                                   history=v["history"], **v.get("meta", {})) for k, v in trained.items()},
-                measure_s={k: r["measure_s"] for k, r in results.items()}, explain_s=explain_s,
+                measure_s={k: r["measure_s"] for k, r in results.items()}, explain_s=None,
                 sr_yields=prob.sr_yields, n_test=prob.n_test,
                 parameters=results[next(iter(results))]["model"].names if results else [])
     tab.to_csv(out / "results.csv", index=False, float_format="%.5g")
     cov.to_csv(out / "coverage.csv", index=False, float_format="%.5g")
-    md = results_markdown(tab, cov, meta)
-    (out / "results.md").write_text(md)
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    log(md)
+    # the measurement is on disk before the explain report (which may fail without losing it)
+    _write_summary(out, tab, cov, meta)
+    if cfg.explain and results:
+        from ..explain import explain_report, group_by_object
+        t1 = time.perf_counter()
+        explain_report({n: r["merged_summary"] for n, r in results.items()}, prob.analysis, prob.dataset("test"),
+                       out / "explain", feature_names=hb.PRIMARY, groups=group_by_object(hb.PRIMARY),
+                       models={n: r["model"] for n, r in results.items()}, n_repeats=cfg.explain_repeats,
+                       seed=cfg.seed, figures=cfg.figures, log=lambda *a, **k: None)
+        meta["explain_s"] = time.perf_counter() - t1
+        meta["wall_s"] = time.perf_counter() - t0
+        log(f"  explained the summaries in {out / 'explain'} ({meta['explain_s']:.0f} s)", flush=True)
+        _write_summary(out, tab, cov, meta)
+    log(results_markdown(tab, cov, meta))
     return dict(table=tab, coverage=cov, results=results, meta=meta, out=out, trained=trained, problem=prob)
+
+
+def _write_summary(out: Path, tab: Any, cov: Any, meta: Dict[str, Any]) -> None:
+    """``results.md`` and ``meta.json``, each written whole (a temporary file renamed over it)."""
+    for name, text in (("results.md", results_markdown(tab, cov, meta)), ("meta.json", json.dumps(meta, indent=1))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -111,7 +111,8 @@ class Analysis:
             below does: ``'raise'`` (a ValueError naming the bin and the process), or
             ``'clip'``: every process's soft histogram is floored per bin at its ``eps``
             share (for processes with few MC events and many negative weights, whose batch
-            histograms fluctuate below zero; the floor biases them slightly upwards).
+            histograms fluctuate below zero; the floor biases them slightly upwards), and
+            :func:`~inferno.templates.analysis_model` sets a negative template bin to 0.
 
     Raises:
         ValueError: naming the process, nuisance or parameter at fault.
@@ -146,10 +147,7 @@ class Analysis:
             if not isinstance(n, Nuisance):
                 raise ValueError(f"nuisances must be inferno.nuisance descriptions, got {type(n).__name__}")
         # the processes each shape nuisance acts on
-        self.targets: Dict[str, List[str]] = {}
-        for n in self.nuisances:
-            on = self._resolve_targets(n)
-            self.targets[n.name] = on
+        self.targets: Dict[str, List[str]] = {n.name: self._resolve_targets(n) for n in self.nuisances}
         if loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
         self.loss = loss
