@@ -138,8 +138,7 @@ def htt_setup(kind: str, prob, cfg, loader=StratifiedLoader):
         trn, val, loss, cb = to_dataset(prob.train), to_dataset(prob.valid), None, InfernoLoss(prob.analysis)
         if kind == "inferno":
             t0 = time.perf_counter()
-            trn, val = (DataSet(d.x, d.y, d.w, {**d.extras, **stage_tangents(prob.analysis, net, d.x, d.y)})
-                        for d in (trn, val))
+            trn, val = (d.with_extras(stage_tangents(prob.analysis, net, d.x, d.y)) for d in (trn, val))
             print(f"stage_tangents of {len(trn) + len(val)} events (once, before training): "
                   f"{time.perf_counter() - t0:.2f} s")
     else:

@@ -52,7 +52,7 @@ def _htt(n: int):
 def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str) -> None:
     import torch.distributed as dist
 
-    from inferno import DataPair, DataSet, ModelWrapper, StratifiedLoader
+    from inferno import DataPair, ModelWrapper, StratifiedLoader
     from inferno import htautau as hb
     from inferno.distributed import GradientSync, ShardedLoader, global_sum
     from inferno.htautau.summaries import build_net
@@ -66,7 +66,7 @@ def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str)
     torch.manual_seed(0)
     net = build_net("inferno", hb.FeatureLayer.fit(prob.train["primary"]), cfg)
     # as inferno-bench trains: the fixed feature layer's tangents once (every rank, all events)
-    trn = DataSet(trn.x, trn.y, trn.w, {**trn.extras, **stage_tangents(prob.analysis, net, trn.x, trn.y)})
+    trn = trn.with_extras(stage_tangents(prob.analysis, net, trn.x, trn.y))
     loader = StratifiedLoader(trn, cfg.bs, shuffle=True, seed=1)
     if world > 1:
         loader = ShardedLoader(loader, rank, world)

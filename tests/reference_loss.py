@@ -13,30 +13,13 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from inferno.loss.analysis import Analysis
+from inferno.loss.analysis import Analysis, _identity_at_nominal, _kind
+from inferno.loss.checks import _weight_column, soft_outputs_check
 from inferno.loss.fisher import asimov_fisher, poi_loss
 
 __all__ = ["reference_loss"]
 
 DTYPE = torch.float64
-
-
-def soft_outputs_check(y: Tensor, tol: float = 1e-3) -> None:
-    """The network output must be soft bin assignments: shape (n_events, n_bins >= 2), rows
-    summing to 1 (the network ends in a softmax, e.g. ``VariableSoftmax``)."""
-    if y.ndim != 2 or y.shape[1] < 2:
-        raise ValueError(f"the network output must have shape (n_events, n_bins >= 2) (soft bin "
-                         f"assignments, e.g. from VariableSoftmax), got {tuple(y.shape)}")
-    if not bool(torch.isfinite(y).all()):
-        raise ValueError("the network output contains NaN or inf: cannot compute the INFERNO loss "
-                         "(diverged training? try a lower learning rate or GradClip)")
-    s = y.detach().sum(1)
-    bad = ((s - 1).abs() > tol) | (y.detach() < -tol).any(1)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        raise ValueError(f"the network output must be soft bin assignments (non-negative, each row summing "
-                         f"to 1): row {i} sums to {float(s[i]):.6g}. End the network in a softmax, e.g. "
-                         "inferno.VariableSoftmax(0.1), not a ReLU or raw logits")
 
 
 def _tangent_outputs(net: nn.Module, x: Tensor, n: Any) -> Tensor:
@@ -190,26 +173,3 @@ def reference_loss(analysis: Analysis, net: nn.Module, x: Tensor, process: Tenso
     if return_fisher:
         return loss, fisher, list(b["names"])
     return loss
-
-
-def _kind(n: Any) -> str:
-    k = getattr(n, "kind", None)
-    if k is not None:
-        return k
-    return "transform" if getattr(n, "has_transform", False) else "inputs"
-
-
-def _identity_at_nominal(n: Any) -> bool:
-    t = getattr(n, "transform", None)
-    is_id = getattr(t, "is_identity", None)
-    return bool(is_id(n.nominal)) if callable(is_id) else False
-
-
-def _weight_column(weights: Mapping[str, Tensor], key: str, n: int, name: str) -> Tensor:
-    if key not in weights:
-        raise ValueError(f"weight nuisance {name!r} needs the per-event weights {key!r}; the batch has "
-                         f"{sorted(weights)}")
-    t = weights[key].reshape(-1)
-    if len(t) != n:
-        raise ValueError(f"weights {key!r} of nuisance {name!r} have {len(t)} entries for {n} events")
-    return t

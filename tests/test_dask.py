@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Normal
 
 pytest.importorskip("dask")
 uproot = pytest.importorskip("uproot")
 pq = pytest.importorskip("pyarrow.parquet")
 pa = pytest.importorskip("pyarrow")
 
-from inferno import ShapeNuisance, VariableSoftmax, shift_feature  # noqa: E402
+from inferno import VariableSoftmax  # noqa: E402
 from inferno.data.readers import fill_histograms, iter_root, read_parquet, read_root  # noqa: E402
 from inferno.distributed.dask import analysis_model_dask, analysis_transforms, fill_histograms_dask  # noqa: E402
-from inferno.likelihood import Lumi, NormFactor, NormSys  # noqa: E402
-from inferno.loss import Analysis, Process  # noqa: E402
-from inferno.nuisance import AltSampleNuisance, WeightNuisance  # noqa: E402
 from inferno.templates import analysis_model, model_from_histograms  # noqa: E402
+
+from test_templates import three_process_analysis as _analysis  # noqa: E402
 
 FEATURES = ["x0", "x1", "x2"]
 EXTRAS = {"up": "w_up", "dn": "w_dn"}
@@ -63,17 +61,6 @@ def files(tmp_path_factory):
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 5), VariableSoftmax(0.3))
-
-
-def _analysis():
-    return Analysis(
-        [Process("signal", 1, 25.0, [NormFactor("mu"), Lumi()], n_mc=1000),
-         Process("ttbar", 0, 300.0, [NormFactor("k_tt"), Lumi()], n_mc=1000),
-         Process("wjets", 2, 100.0, [NormSys("w_xsec", hi=1.2, lo=0.8), Lumi()], n_mc=1000)],
-        [ShapeNuisance("jes", shift_feature(0), on=["ttbar", "wjets"], constraint=Normal(0.0, 0.3)),
-         WeightNuisance("w_id", up="up", down="dn", on="wjets"),
-         AltSampleNuisance("tt_gen", up=10, down=11, on="ttbar")],
-        poi="mu", mc_stat=True, parameters={"lumi": {"sigma": 0.02}})
 
 
 def _assert_same_counts(a, b):

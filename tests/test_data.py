@@ -135,3 +135,12 @@ def test_negative_weights_and_extra_columns_are_batched():
     assert seen and all(s == ["tag", "w_up"] for s in seen)
     with pytest.raises(ValueError, match="extras\\['w_up'\\]"):
         DataSet(x, extras={"w_up": np.ones(3)})
+    # rows of values per event, added to the same events by with_extras
+    rows = np.arange(80.0).reshape(40, 2)
+    more = ds.with_extras({"rows": rows})
+    assert more.x is ds.x and more.w is ds.w and sorted(ds.extras) == ["tag", "w_up"]
+    assert more.extras["rows"].shape == (40, 2) and more.extras["tag"] is ds.extras["tag"]
+    for _, _, _, ex in WeightedDataLoader(more, 16, shuffle=True, seed=1):
+        torch.testing.assert_close(ex["rows"][:, 0], 2 * ex["tag"])
+    with pytest.raises(ValueError, match="extras\\['rows'\\] must hold one value or one row"):
+        ds.with_extras({"rows": np.ones((40, 2, 2))})

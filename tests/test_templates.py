@@ -27,15 +27,20 @@ def _setup(seed=0, n=3000):
     weights = {"up": w * 1.1, "dn": w * (1 - 0.05 * torch.tanh(x[:, 0]))}
     cr = Model([Channel("CR", [Sample("ttbar", [300.0, 200.0], [NormFactor("k_tt"), Lumi()])])],
                parameters={"lumi": {"sigma": 0.02}})
-    analysis = Analysis(
+    return three_process_analysis(fixed=cr), net, x, lab, w, weights
+
+
+def three_process_analysis(fixed=None):
+    """signal, ttbar (free, jes, an alternative sample), wjets (a rate, jes, weight variations
+    'up'/'dn'), MC statistics; ``fixed``: the fixed channels (also used by test_dask)."""
+    return Analysis(
         [Process("signal", 1, 25.0, [NormFactor("mu"), Lumi()], n_mc=1000),
          Process("ttbar", 0, 300.0, [NormFactor("k_tt"), Lumi()], n_mc=1000),
          Process("wjets", 2, 100.0, [NormSys("w_xsec", hi=1.2, lo=0.8), Lumi()], n_mc=1000)],
         [ShapeNuisance("jes", shift_feature(0), on=["ttbar", "wjets"], constraint=Normal(0.0, 0.3)),
          WeightNuisance("w_id", up="up", down="dn", on="wjets"),
          AltSampleNuisance("tt_gen", up=10, down=11, on="ttbar")],
-        poi="mu", fixed=cr, mc_stat=True, parameters={"lumi": {"sigma": 0.02}})
-    return analysis, net, x, lab, w, weights
+        poi="mu", fixed=fixed, mc_stat=True, parameters={"lumi": {"sigma": 0.02}})
 
 
 def test_templates_are_histograms_of_the_argmax_bins():

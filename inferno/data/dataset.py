@@ -5,6 +5,7 @@ no per-event Python work, so batching costs a few microseconds whatever the batc
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
@@ -85,15 +86,28 @@ class DataSet:
             if not total > 0:
                 raise ValueError(f"the weights w sum to {total:.6g} (<= 0): a weighted loss divides by their "
                                  "sum, which must be positive (negative weights are allowed, not a non-positive total)")
-        self.extras: Dict[str, Tensor] = {}
+        self.extras: Dict[str, Tensor] = self._extras(extras, n)
+
+    @classmethod
+    def _extras(cls, extras: Optional[Mapping[str, Any]], n: int) -> Dict[str, Tensor]:
+        out: Dict[str, Tensor] = {}
         for name, col in dict(extras or {}).items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"extras must be named by non-empty strings, got {name!r}")
-            t = self._column(col, f"extras[{name!r}]", n)
+            t = cls._column(col, f"extras[{name!r}]", n)
             if t.ndim != 2:
                 raise ValueError(f"extras[{name!r}] must hold one value or one row of values per event, shape "
                                  f"({n},) or ({n}, k), got {tuple(t.shape)}")
-            self.extras[name] = t[:, 0] if np.ndim(col) == 1 else t
+            out[name] = t[:, 0] if np.ndim(col) == 1 else t
+        return out
+
+    def with_extras(self, extras: Mapping[str, Any]) -> "DataSet":
+        """A data set of the same events (the same tensors) with the columns ``extras`` added
+        (replacing any of the same name), e.g. ``ds.with_extras(stage_tangents(analysis, net,
+        ds.x, ds.y))``; only the new columns are checked."""
+        new = copy.copy(self)
+        new.extras = {**self.extras, **self._extras(extras, len(self))}
+        return new
 
     @staticmethod
     def _column(a: Any, name: str, n: int) -> Optional[Tensor]:

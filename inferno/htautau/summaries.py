@@ -105,8 +105,7 @@ def train(kind: str, prob, cfg: BenchConfig, log: Callable = print, lam: float =
         cbs, lr, epochs = [], cfg.lr, cfg.epochs
     t0 = time.perf_counter()
     if kind == "inferno":  # the feature layer is fixed: its tangents are constants of the events
-        trn, val = (DataSet(d.x, d.y, d.w, {**d.extras, **stage_tangents(prob.analysis, net, d.x, d.y)})
-                    for d in (trn, val))
+        trn, val = (d.with_extras(stage_tangents(prob.analysis, net, d.x, d.y)) for d in (trn, val))
     data = DataPair(StratifiedLoader(trn, cfg.bs, shuffle=True, seed=seed),
                     StratifiedLoader(val, cfg.bs, shuffle=False, seed=seed))
     keep = KeepBest()

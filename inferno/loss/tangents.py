@@ -27,6 +27,7 @@ from torch.autograd import forward_ad as fwAD
 from torch.nn import functional as F
 
 from .chain import ChainTangents, chain_layout, pwl_derivative
+from .checks import _check_batch
 
 __all__ = ["Recorder", "InputTangents", "leaves_of", "split_stage", "input_tangents", "stage_tangents",
            "cached_tangents", "TANGENT_KEY", "jvp", "propagate", "weighted_sums"]
@@ -291,9 +292,7 @@ def stage_tangents(analysis: Any, net: nn.Module, x: Tensor, process: Tensor,
                          "and cannot be computed in advance")
     if not analysis._transforms:
         raise ValueError("the analysis has no transform nuisances: there are no tangents to compute")
-    labels = process.reshape(-1).long()
-    if len(labels) != len(x):
-        raise ValueError(f"process has {len(labels)} labels for {len(x)} events")
+    labels = _check_batch(x, process, None)[0]
     x_in = analysis._nominal_inputs(x, labels)
     slot, ok = analysis._slots(labels)
     if not bool(ok):

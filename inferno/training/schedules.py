@@ -3,6 +3,7 @@ batch (:class:`LRScheduler`), and the one-cycle policy (:class:`OneCycle`), with
 checkpoints (exact resume)."""
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import torch
@@ -157,8 +158,6 @@ def schedule(name: str, lr: float, epochs: int) -> List[AbsCallback]:
     optimiser has learning rate ``lr``: ``"none"`` (constant: no callback), ``"onecycle"``
     (:class:`OneCycle` up to ``3 * lr``, then annealed), ``"cosine"`` (cosine annealing from ``lr``
     to 0 over the epochs)."""
-    import functools
-
     if name == "none":
         return []
     if name == "onecycle":
