@@ -4,8 +4,9 @@
   ``--htt-n`` events per sample, 200k by default; the Analysis, network and StratifiedLoader of
   inferno-bench, batch 4000, the feature layer's tangents precomputed as inferno-bench does): one process with one torch thread against ``--world`` gloo ranks
   with one thread each (``ShardedLoader`` + ``GradientSync`` + ``InfernoLoss(reduce=global_sum())``),
-  the same global batches. Throughput = training events per second of the best timed epoch
-  (training pass only, after a warm-up epoch). Target: 2 ranks >= 1.7x one.
+  the same global batches (strong scaling), and with inferno-bench's batch on every rank (weak
+  scaling: twice the global batch). Throughput = training events per second of the best timed
+  epoch (training pass only, after a warm-up epoch). Target: 2 ranks >= 1.7x one.
 * ``toys``: ``--n-toys`` pseudo-experiments (10^5) of the 2-channel benchmark model (the
   INFERNO workspace of ``docs/benchmark/quick``) and a 31-point profile scan of each, under
   ``max_memory`` = ``--toy-cap`` (4 GiB): wall time and peak RSS of a fresh process. Target:
@@ -49,7 +50,7 @@ def _htt(n: int):
     return prob, cfg, to_dataset(prob.train)
 
 
-def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str) -> None:
+def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str, per_rank: bool) -> None:
     import torch.distributed as dist
 
     from inferno import DataPair, ModelWrapper, StratifiedLoader
@@ -67,7 +68,8 @@ def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str)
     net = build_net("inferno", hb.FeatureLayer.fit(prob.train["primary"]), cfg)
     # as inferno-bench trains: the fixed feature layer's tangents once (every rank, all events)
     trn = trn.with_extras(stage_tangents(prob.analysis, net, trn.x, trn.y))
-    loader = StratifiedLoader(trn, cfg.bs, shuffle=True, seed=1)
+    # the global batch: inferno-bench's, or (per_rank) inferno-bench's on every rank
+    loader = StratifiedLoader(trn, cfg.bs * (world if per_rank else 1), shuffle=True, seed=1)
     if world > 1:
         loader = ShardedLoader(loader, rank, world)
         cbs = [GradientSync(), InfernoLoss(prob.analysis, reduce=global_sum())]
@@ -83,29 +85,37 @@ def _rank_worker(rank: int, world: int, rdv: str, n: int, epochs: int, out: str)
         times.append(time.perf_counter() - t0)
     if rank == 0:
         with open(out, "w") as f:
-            json.dump(dict(times_s=times[1:], warmup_s=times[0], events=len(trn), batches=len(loader)), f)
+            json.dump(dict(times_s=times[1:], warmup_s=times[0], events=len(trn), batches=len(loader),
+                           global_batch=loader.batch_size), f)
     if world > 1:
         dist.destroy_process_group()
 
 
 def ranks(n: int, world: int, epochs: int) -> dict:
+    """One rank, then ``world`` ranks with the same global batch (strong scaling: the same
+    training, bit for bit up to the order of the sums) and with inferno-bench's batch on every
+    rank (weak scaling: ``world`` times the global batch, as data-parallel training is usually
+    run)."""
     import torch.multiprocessing as mp
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for w in (1, world):
-            out = os.path.join(tmp, f"w{w}.json")
+        for key, w, per_rank in (("1", 1, False), ("strong", world, False), ("weak", world, True)):
+            out = os.path.join(tmp, f"{key}.json")
             t0 = time.perf_counter()
-            mp.spawn(_rank_worker, args=(w, os.path.join(tmp, f"rdv{w}"), n, epochs, out), nprocs=w, join=True)
+            mp.spawn(_rank_worker, args=(w, os.path.join(tmp, f"rdv{key}"), n, epochs, out, per_rank), nprocs=w,
+                     join=True)
             with open(out) as f:
                 r = json.load(f)
-            r.update(best_s=min(r["times_s"]), wall_s=time.perf_counter() - t0)
+            r.update(ranks=w, best_s=min(r["times_s"]), wall_s=time.perf_counter() - t0)
             r["events_per_s"] = r["events"] / r["best_s"]
-            res[w] = r
-            print(f"{w} rank(s) x 1 thread: {r['events']} training events, {r['batches']} batches, best epoch "
-                  f"{r['best_s']:.2f} s (all {' '.join(f'{t:.2f}' for t in r['times_s'])}), "
+            res[key] = r
+            print(f"{w} rank(s) x 1 thread, global batch {r['global_batch']}: {r['events']} training events, "
+                  f"{r['batches']} batches, best epoch {r['best_s']:.2f} s (all {' '.join(f'{t:.2f}' for t in r['times_s'])}), "
                   f"{r['events_per_s']:.0f} events/s", flush=True)
-    res["speedup"] = res[world]["events_per_s"] / res[1]["events_per_s"]
-    print(f"throughput {world} ranks / 1 rank: {res['speedup']:.2f}x (target >= 1.7x)")
+    for key in ("strong", "weak"):
+        res[f"speedup_{key}"] = res[key]["events_per_s"] / res["1"]["events_per_s"]
+    print(f"throughput {world} ranks / 1 rank (target >= 1.7x): {res['speedup_strong']:.2f}x with the same global "
+          f"batch, {res['speedup_weak']:.2f}x with the same batch per rank")
     return res
 
 

@@ -67,15 +67,15 @@ def _worker(rank, rdv, out):
                             timeout=datetime.timedelta(seconds=5))
     try:
         res = {}
-        for lacking in (False, True):
+        for lacking, same in ((False, True), (True, True), (False, False)):
             analysis = _analysis(mc_stat=True, pois=("mu", "k_tt"), loss="trace")
             net = _net()
             x, lab, w, weights = _shard(rank, lacking)
-            loss = inferno_loss(analysis, net, x, lab, w, weights=weights, reduce=global_sum())
+            loss = inferno_loss(analysis, net, x, lab, w, weights=weights, reduce=global_sum(same_loss=same))
             loss.backward()
             g = _grads(net)
             dist.all_reduce(g)
-            res[lacking] = (loss.item(), g / WORLD)
+            res[lacking, same] = (loss.item(), g / WORLD)
         x, lab, w, weights = _shard(rank, False)
         if rank == 1:
             lab = lab.clone()
@@ -105,8 +105,9 @@ def ranks(tmp_path_factory):
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("lacking", [False, True])
-def test_every_rank_has_the_global_loss_and_gradient(ranks, lacking):
+@pytest.mark.parametrize("lacking, same", [(False, True), (True, True), (False, False)])
+def test_every_rank_has_the_global_loss_and_gradient(ranks, lacking, same):
+    """A shard lacking a process; the backward without (same_loss) and with communication."""
     analysis = _analysis(mc_stat=True, pois=("mu", "k_tt"), loss="trace")
     net = _net()
     x, lab, w, weights = _batch()
@@ -114,7 +115,7 @@ def test_every_rank_has_the_global_loss_and_gradient(ranks, lacking):
     loss.backward()
     g_ref = _grads(net)
     for r in range(WORLD):
-        l_r, g_r = ranks[r][lacking]
+        l_r, g_r = ranks[r][lacking, same]
         assert l_r == pytest.approx(float(loss), rel=1e-10), (r, lacking)
         assert float((g_r - g_ref).norm() / g_ref.norm()) < 1e-10, (r, lacking)
 

@@ -173,18 +173,18 @@ class WeightedDataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        ds = self.dataset
+        return (ds[idx] for idx in self.index_batches())
+
+    def index_batches(self) -> Iterator[Any]:
+        """The events of every batch of one epoch, as indices into the data set (a slice, or a
+        tensor of positions when shuffled); iterating the loader gives ``dataset[idx]`` of each
+        (a sharded loader takes its part of them before gathering any rows)."""
         n, bs = len(self.dataset), self.batch_size
-        x, y, w, ex = self.dataset.x, self.dataset.y, self.dataset.w, self.dataset.extras
-        if self.shuffle:
-            perm = torch.randperm(n, generator=self.generator).to(x.device)
-            x = x[perm]
-            y = None if y is None else y[perm]
-            w = None if w is None else w[perm]
-            ex = {k: v[perm] for k, v in ex.items()}
+        perm = torch.randperm(n, generator=self.generator).to(self.dataset.x.device) if self.shuffle else None
         for i in range(len(self)):
-            sl = slice(i * bs, (i + 1) * bs)
-            batch = (x[sl], None if y is None else y[sl], None if w is None else w[sl])
-            yield batch + ({k: v[sl] for k, v in ex.items()},) if ex else batch
+            sl = slice(i * bs, min((i + 1) * bs, n))
+            yield sl if perm is None else perm[sl]
 
 
 class StratifiedLoader(WeightedDataLoader):
@@ -213,16 +213,13 @@ class StratifiedLoader(WeightedDataLoader):
     def __len__(self) -> int:
         return self.n_batches
 
-    def __iter__(self):
-        ds = self.dataset
+    def index_batches(self) -> Iterator[Tensor]:
         parts = []
         for g in self.groups:
             gg = g[torch.randperm(len(g), generator=self.generator)] if self.shuffle else g
             parts.append(torch.tensor_split(gg, self.n_batches))
         for i in range(self.n_batches):
-            idx = torch.cat([p[i] for p in parts])
-            batch = (ds.x[idx], None if ds.y is None else ds.y[idx], None if ds.w is None else ds.w[idx])
-            yield batch + ({k: v[idx] for k, v in ds.extras.items()},) if ds.extras else batch
+            yield torch.cat([p[i] for p in parts])
 
 
 @dataclass

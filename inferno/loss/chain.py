@@ -40,12 +40,12 @@ def chain_layout(leaves: Sequence[nn.Module]) -> Optional[Tuple[List[int], List[
 
 def pwl_derivative(call: _Call, rows: Tensor) -> Optional[Tensor]:
     m, inp, out, mask = call
-    if isinstance(m, nn.ReLU):
-        return torch.sign(out[rows].detach())
+    if isinstance(m, nn.ReLU):  # index_select: a fraction of the cost of advanced indexing on CPU
+        return out.detach().index_select(0, rows).sign_()
     if isinstance(m, nn.LeakyReLU):
-        pos = (inp[rows].detach() > 0).to(out.dtype)
+        pos = (inp.detach().index_select(0, rows) > 0).to(out.dtype)
         return pos * (1.0 - m.negative_slope) + m.negative_slope
-    return None if mask is None else mask[rows]
+    return None if mask is None else mask.index_select(0, rows)
 
 
 class ChainTangents(torch.autograd.Function):

@@ -365,7 +365,7 @@ def propagate(body: List[nn.Module], calls: List[_Call], rows: Tensor, tan: Inpu
                 if di is not None:
                     d = di if d is None else d * di
             D.append(d)
-        o = calls[-1][2][rows]
+        o = calls[-1][2].index_select(0, rows)
         cols = tan.cols if (tan.dense_ is None and len(linears) >= 2) else None
         aa = a if cols is None or tan.coef is None else a * tan.coef
         spec = dict(D=D, cols=cols, dense=None if cols is not None else tan.dense(o).to(o.dtype),
