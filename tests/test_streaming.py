@@ -105,3 +105,39 @@ def test_bad_streams_are_named():
         StreamingLoader([DataSet(np.zeros((3, 1)))], 2)
     with pytest.raises(TypeError, match="chunk 0 of the stream is a ndarray"):
         list(StreamingLoader(lambda: [np.zeros(3)], 2))
+
+
+def test_reading_ahead_gives_the_same_batches_and_stops_cleanly(files):
+    import threading
+    make = lambda p: StreamingLoader(_stream(files), 100, shuffle=True, stratify=True, buffer_size=450,  # noqa: E731
+                                     seed=3, prefetch=p)
+    for p in (1, 3):  # several buffers per epoch, read ahead by a thread or in place
+        _same(make(p), make(0))
+    it = iter(make(1))
+    next(it)
+    it.close()  # the consumer stops early: the reading thread ends, nothing hangs
+    assert not [t for t in threading.enumerate() if t.name == "inferno-read-ahead"]
+    with pytest.raises(ValueError, match="prefetch must be >= 0"):
+        make(-1)
+
+
+def test_an_error_while_reading_ahead_reaches_the_consumer(files):
+    good = next(iter(_stream(files)()))
+
+    def chunks():
+        yield good
+        raise OSError("file part1.parquet: disk gone")
+
+    for p in (0, 1):
+        with pytest.raises(OSError, match="part1.parquet: disk gone"):
+            list(StreamingLoader(chunks, 50, buffer_size=100, prefetch=p))
+
+
+def test_stratified_groups_for_any_labels():
+    """Labels counted when they span a small range (negative ones too), sorted otherwise: the
+    groups are those of torch.unique in both cases."""
+    for labels in ([-3, 5, -3, 7, 5, 5, -3, 7], [0, 10**9, 0, 3, 10**9, 3]):
+        y = torch.tensor(labels, dtype=torch.float32).reshape(-1, 1)
+        dl = StratifiedLoader(DataSet(torch.zeros(len(labels), 1), y), len(labels), shuffle=False)
+        lab = y[:, 0].long()
+        assert [g.tolist() for g in dl.groups] == [(lab == v).nonzero().squeeze(-1).tolist() for v in torch.unique(lab)]

@@ -6,7 +6,9 @@ The stream fills a buffer of at most ``buffer_size`` events (a multiple of the b
 which is shuffled and dealt into batches exactly as the in-memory loaders do it
 (:class:`~inferno.data.WeightedDataLoader`, or :class:`~inferno.data.StratifiedLoader`: every
 label in every batch, in the same proportion), with one random generator for the whole
-epoch; then the next buffer. Memory: one buffer and one chunk. A buffer that holds every
+epoch; then the next buffer. The next buffers are read and prepared ahead by a background
+thread (``prefetch`` of them; the readers decode outside Python's GIL, so reading overlaps the
+training on another core). Memory: ``prefetch + 1`` buffers and one chunk. A buffer that holds every
 event gives exactly the in-memory loader's batches (the same seed, the same epochs); an
 unshuffled stream gives them for any buffer. Shuffling happens within a buffer: make the
 buffer large against any ordering of the files (e.g. one process per file: interleave the
@@ -17,6 +19,8 @@ streams the same files with the same seed and keeps its rows of every batch).
 """
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 import torch
@@ -43,6 +47,7 @@ class StreamingLoader:
         n_events: the number of events of the stream, for ``len()`` (the number of batches
             an epoch has); None: counted by reading the stream once, when first needed.
         seed: seed of the shuffling generator (None: fresh entropy).
+        prefetch: buffers read ahead in a background thread (0: read in the caller's thread).
 
     Attributes:
         peak_buffer: the largest number of events a buffer has held so far (at most
@@ -51,7 +56,7 @@ class StreamingLoader:
 
     def __init__(self, chunks: Callable[[], Iterable[DataSet]], batch_size: int, shuffle: bool = False,
                  stratify: bool = False, buffer_size: int = 1_000_000, n_events: Optional[int] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, prefetch: int = 1):
         if not callable(chunks):
             raise TypeError("chunks must be a callable returning an iterable of DataSet chunks (one per epoch), "
                             f"got {type(chunks).__name__}")
@@ -68,6 +73,9 @@ class StreamingLoader:
             self.generator.manual_seed(int(seed))
         self.peak_buffer = 0
         self.dataset = None  # no in-memory data set
+        if int(prefetch) < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        self.prefetch = int(prefetch)
 
     def _buffers(self) -> Iterator[DataSet]:
         """The stream cut into buffers of ``buffer_size`` events (the last one shorter)."""
@@ -108,8 +116,10 @@ class StreamingLoader:
         return dl
 
     def __iter__(self) -> Iterator[Any]:
-        for buf in self._buffers():
-            yield from self._loader(buf)
+        # the buffers and their loaders are made ahead; the loaders draw from the one generator
+        # only when iterated, here, in order
+        for dl in _read_ahead((self._loader(buf) for buf in self._buffers()), self.prefetch):
+            yield from dl
 
     def _batches_in(self, n: int) -> int:
         if self.stratify:
@@ -121,3 +131,49 @@ class StreamingLoader:
             self.n_events = sum(len(ch) for ch in self.chunks())
         full, rest = divmod(self.n_events, self.buffer_size)
         return full * self._batches_in(self.buffer_size) + (self._batches_in(rest) if rest else 0)
+
+
+_DONE = object()
+
+
+def _read_ahead(chunks: Iterable[Any], depth: int) -> Iterator[Any]:
+    """The items of ``chunks``, produced up to ``depth`` ahead by a background thread; its
+    error is raised here, where the item would have come; stopping early stops the thread."""
+    if depth == 0:
+        yield from chunks
+        return
+    q: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in chunks:
+                if not put((item, None)):
+                    return
+        except BaseException as e:  # handed to the consumer
+            put((_DONE, e))
+            return
+        put((_DONE, None))
+
+    th = threading.Thread(target=work, name="inferno-read-ahead", daemon=True)
+    th.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is _DONE:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        th.join()

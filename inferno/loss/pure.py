@@ -229,10 +229,10 @@ def _term_sums(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor,
         pidx = local[slot[rows]]
         a = (torch.ones(len(pidx), dtype=x.dtype, device=dev) if wd is None else wd[rows].to(x.dtype)).unsqueeze(0)
         trans = [(analysis.nuisance[n].transform, analysis.nuisance[n].nominal) for n in names]
-        sums = _transform_sums(net, x, rows, trans, names, weights, a, pidx, len(procs_g), calls, fused)
+        sums = _transform_sums(net, x, rows, trans, names, weights, a, pidx, len(procs_g), calls, fused).to(DTYPE)
         for k, n in enumerate(names):
             for j, p in enumerate(procs_g):
-                d[(p, n)] = sums[k, j].to(DTYPE)
+                d[(p, n)] = sums[k, j]
     # up/down inputs: one forward pass for all of them
     ud = [(p, n) for p, n in b["term_index"] if analysis._kinds[n] == "inputs"]
     if ud:
@@ -250,19 +250,17 @@ def _term_sums(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor,
             hu, hd = out[pos:pos + m], out[pos + m:pos + 2 * m]
             pos += 2 * m
             d[(p, n)] = 0.5 * ((hu - hd).sum(0) if wr is None else (wr * (hu - hd)).sum(0))
-    rows_t = []
-    for p, n in b["term_index"]:
-        kind = analysis._kinds[n]
-        nz = analysis.nuisance[n]
-        if kind == "weights":
-            wu, wdn = (_weight_column(weights, k, len(x), n) for k in (nz.up, nz.down))
-            dw = torch.where(slot == p, (wu - wdn).to(DTYPE), 0.0)
-            rows_t.append(0.5 * (dw.unsqueeze(-1) * yd).sum(0))
-        elif kind == "alt":
-            rows_t.append(yd.new_zeros(yd.shape[1]))
-        else:
-            rows_t.append(d[(p, n)])
-    return torch.stack(rows_t)
+    # weight nuisances: (w+ - w-) / 2 on the rows of the term's process, all terms in one product
+    wt = [(p, n) for p, n in b["term_index"] if analysis._kinds[n] == "weights"]
+    if wt:
+        cols = [[_weight_column(weights, k, len(x), n) for k in (analysis.nuisance[n].up, analysis.nuisance[n].down)]
+                for _, n in wt]
+        dw = torch.stack([u for u, _ in cols]) - torch.stack([v for _, v in cols])  # (T_w, n_events)
+        on = slot.unsqueeze(0) == torch.tensor([p for p, _ in wt], device=dev).unsqueeze(-1)
+        for (p, n), row in zip(wt, (0.5 * torch.where(on, dw.to(DTYPE), 0.0)) @ yd):
+            d[(p, n)] = row
+    zero = yd.new_zeros(yd.shape[1])  # alternative samples: from the histograms (_shifts)
+    return torch.stack([zero if analysis._kinds[n] == "alt" else d[(p, n)] for p, n in b["term_index"]])
 
 
 def _shifts(analysis: Analysis, b: Dict[str, Any], sums: Optional[Tensor], hist: Tensor, sumw: Tensor,
