@@ -246,7 +246,7 @@ from torch.distributions import Normal
 from fastcore.all import partialler
 from pytorch_inferno.data import get_paper_data
 from pytorch_inferno.inferno import PaperInferno, VariableSoftmax
-from pytorch_inferno.training.wrapper import ModelWrapper
+from pytorch_inferno.model_wrapper import ModelWrapper
 threads, repeats = int(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(threads)
 torch.manual_seed(0)

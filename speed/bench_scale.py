@@ -9,8 +9,9 @@
   epoch (training pass only, after a warm-up epoch). Target: 2 ranks >= 1.7x one.
 * ``toys``: ``--n-toys`` pseudo-experiments (10^5) of the 2-channel benchmark model (the
   INFERNO workspace of ``docs/benchmark/quick``) and a 31-point profile scan of each, under
-  ``max_memory`` = ``--toy-cap`` (4 GiB): wall time and peak RSS of a fresh process. Target:
-  under the cap.
+  ``max_memory`` = ``--toy-cap`` (4 GiB): wall time and peak RSS of a fresh process; with
+  ``--toy-workers 0 2`` also as tasks of a Dask ``LocalCluster`` of two worker processes
+  (``profile(..., executor=client)``). Target: under the cap.
 * ``stream``: one epoch of ``StreamingLoader`` over ``--stream-n`` events (5M by default) in
   parquet files against the in-memory ``StratifiedLoader`` of the same events (read whole with
   ``read_parquet``), each in a fresh process: the epoch time of iterating the batches, and
@@ -180,33 +181,51 @@ TOYS_CODE = r"""
 import json, resource, sys, time
 import torch
 from inferno.likelihood import fit, from_pyhf, profile, toys
-torch.set_num_threads(int(sys.argv[4]))
+threads, workers = int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
 spec = json.load(open(sys.argv[1]))
 model, observed = from_pyhf(spec)
 n_toys, cap = int(sys.argv[2]), int(float(sys.argv[3]))
+client = None
+if workers:
+    import dask
+    from dask.distributed import Client, LocalCluster
+    # as docs/scaling.md advises: without Dask's MALLOC_TRIM_THRESHOLD_ in the workers (it turns off glibc's
+    # adaptive mmap threshold: the fits' large tensors are fresh mmaps, the fits 2x slower)
+    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+    client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+    client.run(torch.set_num_threads, threads)
 t0 = time.perf_counter()
 main, aux = toys(model, n_toys=n_toys, seed=1, max_memory=cap)
 asimov = model.asimov()[0]
 sigma = float(fit(model, asimov).poi_unc)
 mu = torch.linspace(1.0 - 3 * sigma, 1.0 + 3 * sigma, 31, dtype=torch.float64)
-res = profile(model, main, mu, aux=aux, max_memory=cap, on_fail="ignore")
-print(json.dumps(dict(n_toys=n_toys, points=31, params=model.n_params, bins=model.n_bins, seconds=time.perf_counter() - t0,
-                      converged=float(res.converged.double().mean()), cap_gib=cap / 2**30,
-                      peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)))
+res = profile(model, main, mu, aux=aux, max_memory=cap, on_fail="ignore", executor=client)
+seconds = time.perf_counter() - t0
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+workers_gib = max(client.run(peak).values()) if client is not None else None
+print(json.dumps(dict(n_toys=n_toys, points=31, params=model.n_params, bins=model.n_bins, seconds=seconds,
+                      converged=float(res.converged.double().mean()), cap_gib=cap / 2**30, workers=workers,
+                      peak_rss_gib=peak(), worker_peak_rss_gib=workers_gib)))
 """
 
 
-def toys_at_scale(n_toys: int, cap: float, threads: int) -> dict:
+def toys_at_scale(n_toys: int, cap: float, threads: int, workers: int = 0) -> dict:
     ws = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmark", "quick", "workspaces",
                       "inferno.json")
-    r = subprocess.run([sys.executable, "-c", TOYS_CODE, ws, str(n_toys), str(cap), str(threads)],
+    r = subprocess.run([sys.executable, "-c", TOYS_CODE, ws, str(n_toys), str(cap), str(threads), str(workers)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-3000:])
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    where = f"{workers} Dask worker processes x {threads} thread(s)" if workers else f"{threads} thread(s)"
+    mem = f"peak RSS {out['peak_rss_gib']:.2f} GiB"
+    if workers:
+        mem += f" (main process), {out['worker_peak_rss_gib']:.2f} GiB (largest worker)"
     print(f"{out['n_toys']} toys x 31-point profile scans of the 2-channel benchmark model ({out['params']} parameters, "
-          f"{out['bins']} bins), cap {out['cap_gib']:.1f} GiB, {threads} thread(s): {out['seconds']:.0f} s, "
-          f"peak RSS {out['peak_rss_gib']:.2f} GiB (target < 4), {100 * out['converged']:.2f}% of the fits converged")
+          f"{out['bins']} bins), cap {out['cap_gib']:.1f} GiB per task, {where}: {out['seconds']:.0f} s, "
+          f"{mem} (target < 4), {100 * out['converged']:.2f}% of the fits converged")
     return out
 
 
@@ -220,6 +239,8 @@ def main() -> None:
     ap.add_argument("--n-toys", type=int, default=100_000)
     ap.add_argument("--toy-cap", type=float, default=4 * 2**30, help="max_memory of toys and profile, bytes")
     ap.add_argument("--toy-threads", type=int, default=2)
+    ap.add_argument("--toy-workers", type=int, nargs="+", default=[0],
+                    help="0: the scans in this process; N: as tasks of a Dask LocalCluster of N worker processes")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
@@ -230,7 +251,7 @@ def main() -> None:
     if "stream" in args.parts:
         out["stream"] = stream(args.stream_n)
     if "toys" in args.parts:
-        out["toys"] = toys_at_scale(args.n_toys, args.toy_cap, args.toy_threads)
+        out["toys"] = {w: toys_at_scale(args.n_toys, args.toy_cap, args.toy_threads, w) for w in args.toy_workers}
     out["wall_s"] = time.perf_counter() - t0
     print(f"wall time {out['wall_s']:.0f} s")
     if args.json:

@@ -136,3 +136,46 @@ def test_profile_scans_of_many_toys_in_chunks_equal_one_batch():
     assert chunked.nll.shape == (300, 11)
     with pytest.raises(ValueError, match="max_memory = 10 bytes is below one data set's scan"):
         profile(model, main, mu, aux=aux, max_memory=10)
+
+
+def test_toys_as_tasks_of_an_executor_equal_one_batch():
+    """profile and coverage with an executor (threads, and a LocalCluster of two worker
+    processes) give every number of the one-batch run; a task's error reaches the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inferno.likelihood import profile
+    from inferno.likelihood.toys import map_tasks, n_tasks
+
+    m = _model()
+    p = m.params(mu=1.0)
+    main, aux = toys(m, p, n_toys=301, seed=2)
+    mu = torch.linspace(0.0, 2.5, 6, dtype=torch.float64)
+    ref = profile(m, main, mu, aux=aux)
+    cov = coverage(m, p, n_toys=301, seed=4, max_memory=None)
+
+    def same(r):
+        for f in ("nll", "params", "converged", "n_iter"):
+            assert torch.equal(getattr(r, f), getattr(ref, f)), f
+
+    class Counting(ThreadPoolExecutor):
+        tasks = 0
+
+        def submit(self, *a, **k):
+            Counting.tasks += 1
+            return super().submit(*a, **k)
+
+    with Counting(3) as ex:
+        assert n_tasks(ex) == 3
+        same(profile(m, main, mu, aux=aux, executor=ex))
+        assert Counting.tasks == 3
+        same(profile(m, main, mu, aux=aux, executor=ex, max_memory=20 * 6 * toy_memory(m)))
+        assert Counting.tasks == 3 + 16  # chunks of 20 toys under the cap
+        c = coverage(m, p, n_toys=301, seed=4, max_memory=None, executor=ex)
+        assert np.array_equal(c.delta_nll, cov.delta_nll) and np.array_equal(c.mu_hat, cov.mu_hat)
+        with pytest.raises(ZeroDivisionError):
+            map_tasks(ex, lambda a: 1 / a, [(1,), (0,)])
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl) as client:
+        assert n_tasks(client) == 2 and os.getpid() not in set(client.run(os.getpid).values())
+        same(profile(m, main, mu, aux=aux, executor=client))

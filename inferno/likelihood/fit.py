@@ -267,7 +267,8 @@ def _poi_name(model: Model, poi: Optional[str], k: int = 0) -> str:
 
 def profile(model: Model, observed: Any, poi_values: Any, aux: Any = None, poi: Optional[str] = None,
             init: Any = None, fixed: Optional[Mapping[str, float]] = None, tol: float = 1e-9, max_iter: int = 100,
-            multistart: Multistart = "kinked", on_fail: str = "warn", max_memory: Optional[int] = None) -> ProfileResult:
+            multistart: Multistart = "kinked", on_fail: str = "warn", max_memory: Optional[int] = None,
+            executor: Any = None) -> ProfileResult:
     r"""Profile-likelihood scan :math:`\min_{\vec\theta} -\ln L(\mu, \vec\theta)` at every
     value of ``poi_values`` (strictly increasing), all points (and all data sets of
     ``observed``'s leading dimensions) in one batch.
@@ -278,6 +279,9 @@ def profile(model: Model, observed: Any, poi_values: Any, aux: Any = None, poi: 
             (e.g. 10^5 toys) are scanned in chunks whose fits stay below it, by
             :func:`~inferno.likelihood.toys.toy_memory` per fit (one data set and scan
             point); the same numbers as one batch.
+        executor: scan the data sets as tasks of an executor (a ``dask.distributed.Client``:
+            one task per worker thread at least, or a ``concurrent.futures`` executor: one per
+            worker), each under ``max_memory``; the same numbers as one batch.
         others: as :func:`fit`.
 
     Returns:
@@ -285,33 +289,39 @@ def profile(model: Model, observed: Any, poi_values: Any, aux: Any = None, poi: 
     """
     name = _poi_name(model, poi)
     vals = _values(poi_values, "poi_values", model.device)
-    if max_memory is not None:
-        chunks = _data_chunks(model, observed, aux, init, vals.numel(), multistart, max_memory)
+    if max_memory is not None or executor is not None:
+        from .toys import map_tasks, n_tasks
+        chunks = _data_chunks(model, observed, aux, init, vals.numel(), multistart, max_memory, n_tasks(executor))
         if chunks is not None:
-            parts = [profile(model, o, vals, a, poi, i, fixed, tol, max_iter, multistart, on_fail)
-                     for o, a, i in chunks]
-            return ProfileResult(*(torch.cat([getattr(r, f) for r in parts]) for f in
-                                   ("nll", "params", "converged", "n_iter")),
-                                 names=model.names, poi_values=vals, poi=name)
+            parts = map_tasks(executor, profile, [(model, o, vals, a, poi, i, fixed, tol, max_iter, multistart, "ignore")
+                                                  for o, a, i in chunks])
+            res = ProfileResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("nll", "params", "converged", "n_iter")),
+                                names=model.names, poi_values=vals, poi=name)
+            _report(res.converged, "profile points", on_fail,
+                    lambda bad: f"{name} = {vals.expand(bad.shape)[bad][:10].tolist()}")
+            return res
     full, p, nll, conv, n_iter = _scan(model, observed, aux, [name], vals[:, None], init, fixed, tol, max_iter, multistart)
     _report(conv, "profile points", on_fail, lambda bad: f"{name} = {vals.expand(full)[bad][:10].tolist()}")
     return ProfileResult(nll=nll, params=p, converged=conv, n_iter=n_iter, names=model.names, poi_values=vals, poi=name)
 
 
 def _data_chunks(model: Model, observed: Any, aux: Any, init: Any, n_points: int, multistart: Multistart,
-                 max_memory: Any):
-    """``(observed, aux, init)`` cut along the data sets' first dimension into chunks whose
-    ``n_points`` fits per data set fit in ``max_memory`` bytes (None: one chunk does)."""
+                 max_memory: Any, tasks: int = 1):
+    """``(observed, aux, init)`` cut along the data sets' first dimension into at least
+    ``tasks`` chunks whose ``n_points`` fits per data set fit in ``max_memory`` bytes (None:
+    no cap); None when one chunk does."""
     from .toys import _max_memory, toy_memory
 
     cap = _max_memory(max_memory)
     n = _as_tensor(observed, "observed", model.device)
     if n.ndim < 2:
         return None
-    per_set = n_points * toy_memory(model, multistart) * math.prod(n.shape[1:-1])
-    if cap < per_set:
-        raise ValueError(f"max_memory = {cap} bytes is below one data set's scan ({per_set} bytes estimated)")
-    size = max(1, cap // per_set)
+    size = -(-n.shape[0] // max(1, tasks))
+    if cap is not None:
+        per_set = n_points * toy_memory(model, multistart) * math.prod(n.shape[1:-1])
+        if cap < per_set:
+            raise ValueError(f"max_memory = {cap} bytes is below one data set's scan ({per_set} bytes estimated)")
+        size = min(size, max(1, cap // per_set))
     if size >= n.shape[0]:
         return None
 

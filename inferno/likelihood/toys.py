@@ -14,12 +14,17 @@ bytes (default 1 GiB; :func:`toy_memory` is the estimate per toy), and :func:`to
 its Poisson counts in chunks under the same cap. On the CPU the chunks change none of the
 numbers: the toys are drawn once, from the same generator stream, and the fits of different
 toys are independent.
+
+Several processes or machines: :func:`coverage` and :func:`~inferno.likelihood.profile` take
+an ``executor`` (a ``dask.distributed.Client``, or a ``concurrent.futures`` executor) and fit
+their chunks of toys as its tasks (:func:`map_tasks`), with the same numbers.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,7 +35,8 @@ from .fit import _multistart, fit, profile
 from .model import DTYPE, Model, _as_tensor
 from .solver import _starts
 
-__all__ = ["toys", "generate_toys", "sample_global_obs", "coverage", "CoverageResult", "toy_memory"]
+__all__ = ["toys", "generate_toys", "sample_global_obs", "coverage", "CoverageResult", "toy_memory", "map_tasks",
+           "n_tasks"]
 
 Seed = Union[None, int, torch.Generator]
 
@@ -47,6 +53,26 @@ def _max_memory(max_memory: Any) -> Optional[int]:
     if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
         raise ValueError(f"max_memory must be a number of bytes (an integer >= 1) or None, got {max_memory!r}")
     return int(max_memory)
+
+
+def n_tasks(executor: Any) -> int:
+    """How many tasks keep ``executor`` busy: 1 without one; a ``dask.distributed.Client``:
+    its workers' threads; a ``concurrent.futures`` executor: its workers; else the cores."""
+    if executor is None:
+        return 1
+    if callable(getattr(executor, "nthreads", None)):  # dask.distributed.Client
+        return max(1, sum(executor.nthreads().values()))
+    return max(1, int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1))
+
+
+def map_tasks(executor: Any, fn: Callable[..., Any], args: Sequence[Tuple[Any, ...]]) -> List[Any]:
+    """``[fn(*a) for a in args]``, as tasks of ``executor`` (anything with ``submit(fn, *a)``
+    returning a future with ``.result()``: a ``dask.distributed.Client``, a ``concurrent.futures``
+    executor), in order; a task's error is raised here. None: in this process."""
+    if executor is None:
+        return [fn(*a) for a in args]
+    futures = [executor.submit(fn, *a) for a in args]
+    return [f.result() for f in futures]
 
 
 def toy_memory(model: Model, multistart: Any = "kinked") -> int:
@@ -219,10 +245,20 @@ class CoverageResult:
         return (self.coverage - self.expected) / self.error if self.error > 0 else math.inf
 
 
+def _coverage_fits(model: Model, n: Tensor, a: Tensor, p: Tensor, name: str, tol: float,
+                   multistart: Any) -> Tuple[Tensor, Tensor, Tensor]:
+    """One batch of :func:`coverage`'s toys: (both fits converged, profile - global NLL, fitted
+    POI), on the CPU."""
+    k = model.index(name)
+    f = fit(model, n, a, init=p, on_fail="ignore", multistart=multistart)
+    prof = profile(model, n, [float(p[k])], aux=a, poi=name, init=p, tol=tol, on_fail="ignore", multistart=multistart)
+    return (f.converged & prof.converged[..., 0]).cpu(), (prof.nll[..., 0] - f.nll).cpu(), f.params[..., k].cpu()
+
+
 def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0, val: float = 0.5,
              poi: Optional[str] = None, fluctuate_aux: bool = True, tol: float = 1e-9,
              toy_data: Optional[Tuple[Tensor, Tensor]] = None, multistart: Any = "kinked",
-             max_memory: Optional[int] = MAX_MEMORY) -> CoverageResult:
+             max_memory: Optional[int] = MAX_MEMORY, executor: Any = None) -> CoverageResult:
     r"""Coverage of the profile-likelihood interval :math:`\{\mu: -\ln L_p(\mu) - \min -\ln L
     \le \mathrm{val}\}` of the POI, with toys at ``params`` (default the inits).
 
@@ -235,7 +271,8 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
     The toys are drawn once (:func:`toys`), then fitted as batches of as many toys as fit in
     ``max_memory`` bytes (None: all toys in one batch) besides the toys themselves, by the
     estimate :func:`toy_memory`. The toys are independent problems, so the result is the
-    same for every cap.
+    same for every cap. ``executor``: the batches are tasks of it (:func:`map_tasks`; at least
+    :func:`n_tasks` of them, each under ``max_memory``), with the same result.
 
     Raises:
         ValueError: a bad ``max_memory``, or one below the toys' own storage plus one toy's
@@ -246,7 +283,7 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
     name = poi if poi is not None else (model.poi_names[0] if model.poi_names else None)
     if name is None:
         raise ValueError("the model has no POI: name the parameter whose coverage to check")
-    k = model.index(name)
+    model.index(name)  # an unknown parameter fails here, before any toy is drawn
     main, aux = toy_data if toy_data is not None else toys(model, p, n_toys, seed, fluctuate_aux, max_memory=cap)
     n_all = model.main_data(main)
     a_all = model.aux_data(aux)
@@ -254,24 +291,17 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
     n_all = n_all.expand(batch + n_all.shape[-1:]).reshape(-1, n_all.shape[-1])
     a_all = a_all.expand(batch + a_all.shape[-1:]).reshape(-1, a_all.shape[-1])
     B = n_all.shape[0]
-    step = B
+    step = -(-B // n_tasks(executor))
     if cap is not None:
         stored = 8 * (n_all.numel() + a_all.numel() + 4 * B)  # the toys, and per toy the results kept
         per_toy = toy_memory(model, multistart)
         if cap < stored + per_toy:
             raise ValueError(f"max_memory={cap} bytes is below the {B} toys' storage ({stored} bytes) plus one "
                              f"toy's fits ({per_toy} bytes, toy_memory): raise it or use fewer toys")
-        step = max(1, (cap - stored) // per_toy)
-    ok_l, dnll_l, mu_l = [], [], []
-    for i in range(0, B, step):
-        n_c, a_c = n_all[i:i + step], a_all[i:i + step]
-        f = fit(model, n_c, a_c, init=p, on_fail="ignore", multistart=multistart)
-        prof = profile(model, n_c, [float(p[k])], aux=a_c, poi=name, init=p, tol=tol, on_fail="ignore",
-                       multistart=multistart)
-        ok_l.append((f.converged & prof.converged[..., 0]).cpu())
-        dnll_l.append((prof.nll[..., 0] - f.nll).cpu())
-        mu_l.append(f.params[..., k].cpu())
-        del f, prof
+        step = min(step, max(1, (cap - stored) // per_toy))
+    parts = map_tasks(executor, _coverage_fits, [(model, n_all[i:i + step], a_all[i:i + step], p, name, tol, multistart)
+                                                 for i in range(0, B, step)])
+    ok_l, dnll_l, mu_l = zip(*parts)
     ok = torch.cat(ok_l).numpy()
     n_ok = int(ok.sum())
     if n_ok == 0:
