@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from inferno import DataPair, DataSet, ModelWrapper, WeightedDataLoader
+from inferno import DataPair, DataSet, ModelWrapper, StratifiedLoader, WeightedDataLoader
 from inferno.distributed.reduce import GradientSync, ShardedLoader, global_sum
 from inferno.loss import InfernoLoss, inferno_loss
 
@@ -76,6 +76,10 @@ def _worker(rank, rdv, out):
             g = _grads(net)
             dist.all_reduce(g)
             res[lacking, same] = (loss.item(), g / WORLD)
+        for same in (True, False):  # a function of the sums that differs between the ranks
+            t = torch.ones(3, dtype=torch.float64, requires_grad=True)
+            ((rank + 1) * global_sum(same_loss=same)(t)).sum().backward()
+            res["grad", same] = t.grad.clone()
         x, lab, w, weights = _shard(rank, False)
         if rank == 1:
             lab = lab.clone()
@@ -118,6 +122,29 @@ def test_every_rank_has_the_global_loss_and_gradient(ranks, lacking, same):
         l_r, g_r = ranks[r][lacking, same]
         assert l_r == pytest.approx(float(loss), rel=1e-10), (r, lacking)
         assert float((g_r - g_ref).norm() / g_ref.norm()) < 1e-10, (r, lacking)
+
+
+def test_the_sum_backward_with_and_without_communication(ranks):
+    """d/dt of (rank + 1) * sum_ranks(t): with same_loss=False every rank gets the sum of the ranks'
+    upstream gradients (1 + 2); same_loss=True assumes they are equal (world_size times its own)."""
+    for r in range(WORLD):
+        assert torch.equal(ranks[r]["grad", False], torch.full((3,), 3.0, dtype=torch.float64))
+        assert torch.equal(ranks[r]["grad", True], torch.full((3,), 2.0 * (r + 1), dtype=torch.float64))
+
+
+def test_sharded_loader_gathers_the_rows_of_slicing_each_batch():
+    """The index path (a rank gathers its rows only) gives the rows of slicing every whole batch."""
+    ds = _data()
+    ds = ds.with_extras({"e": torch.arange(len(ds), dtype=torch.float32)})
+    for make in (lambda: WeightedDataLoader(ds, 70, shuffle=False), lambda: WeightedDataLoader(ds, 70, shuffle=True, seed=3),
+                 lambda: StratifiedLoader(ds, 70, shuffle=True, seed=3)):
+        for world in (2, 3):
+            for r in range(world):
+                got = list(ShardedLoader(make(), r, world))
+                ref = [(b[0][r::world], b[1][r::world], b[2][r::world], b[3]["e"][r::world]) for b in make()]
+                assert len(got) == len(ref)
+                for g, b in zip(got, ref):
+                    assert all(torch.equal(u, v) for u, v in zip((*g[:3], g[3]["e"]), b))
 
 
 def test_fit_on_two_ranks_equals_one_process(ranks):

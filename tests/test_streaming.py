@@ -117,8 +117,9 @@ def test_reading_ahead_gives_the_same_batches_and_stops_cleanly(files):
     next(it)
     it.close()  # the consumer stops early: the reading thread ends, nothing hangs
     assert not [t for t in threading.enumerate() if t.name == "inferno-read-ahead"]
-    with pytest.raises(ValueError, match="prefetch must be >= 0"):
-        make(-1)
+    for bad in (-1, 1.7, True, "2", None):
+        with pytest.raises(ValueError, match="prefetch must be an integer >= 0"):
+            make(bad)
 
 
 def test_an_error_while_reading_ahead_reaches_the_consumer(files):

@@ -174,6 +174,13 @@ def test_toys_as_tasks_of_an_executor_equal_one_batch():
         assert np.array_equal(c.delta_nll, cov.delta_nll) and np.array_equal(c.mu_hat, cov.mu_hat)
         with pytest.raises(ZeroDivisionError):
             map_tasks(ex, lambda a: 1 / a, [(1,), (0,)])
+        # data sets with two leading dimensions, aux broadcast over the outer one or given per data set
+        obs = main[:16].reshape(4, 4, -1)
+        for a in (aux[:4], aux[:16].reshape(4, 4, -1)):
+            one4 = profile(m, obs, mu, aux=a)
+            for ex4 in (ex, ThreadPoolExecutor(4)):
+                got = profile(m, obs, mu, aux=a, executor=ex4)
+                assert torch.equal(got.nll, one4.nll) and torch.equal(got.params, one4.params)
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl) as client:

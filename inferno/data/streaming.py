@@ -8,7 +8,9 @@ which is shuffled and dealt into batches exactly as the in-memory loaders do it
 label in every batch, in the same proportion), with one random generator for the whole
 epoch; then the next buffer. The next buffers are read and prepared ahead by a background
 thread (``prefetch`` of them; the readers decode outside Python's GIL, so reading overlaps the
-training on another core). Memory: ``prefetch + 1`` buffers and one chunk. A buffer that holds every
+training on another core). Memory: ``prefetch + 2`` buffers (the one dealt, those read ahead,
+the one being filled) and one chunk; ``prefetch=0``: one buffer and one chunk. The thread ends
+with the iteration (an epoch's end, or the iterator closed or collected). A buffer that holds every
 event gives exactly the in-memory loader's batches (the same seed, the same epochs); an
 unshuffled stream gives them for any buffer. Shuffling happens within a buffer: make the
 buffer large against any ordering of the files (e.g. one process per file: interleave the
@@ -73,9 +75,9 @@ class StreamingLoader:
             self.generator.manual_seed(int(seed))
         self.peak_buffer = 0
         self.dataset = None  # no in-memory data set
-        if int(prefetch) < 0:
-            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
-        self.prefetch = int(prefetch)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be an integer >= 0 (buffers read ahead), got {prefetch!r}")
+        self.prefetch = prefetch
 
     def _buffers(self) -> Iterator[DataSet]:
         """The stream cut into buffers of ``buffer_size`` events (the last one shorter)."""

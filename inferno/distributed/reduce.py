@@ -51,16 +51,21 @@ def rank_and_size(group: Any = None) -> tuple:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
+#: on gloo, sums over the ranks of at most this many numbers (times the ranks) are all-gathers
+_GATHER_MAX = 1 << 22
+
+
 def _rank_sum(t: Tensor, group: Any) -> Tensor:
-    """The sum of ``t`` over the ranks of ``group``, the same numbers on every rank. On gloo an
-    all-gather and a sum in rank order: gloo's all-reduce of a few hundred to a few ten thousand
-    numbers takes 0.8-2 ms between two processes on two cores, its all-gather 0.3-0.8 ms (one
-    collective per batch in each direction, so it counts); ``all_reduce`` on any other backend
-    (NCCL)."""
+    """The sum of ``t`` over the ranks of ``group``, the same numbers on every rank. On gloo, for
+    up to a few million numbers gathered, an all-gather and a sum in rank order: gloo's
+    all-reduce of a few hundred to a few ten thousand numbers takes 0.8-2 ms between two
+    processes on two cores, its all-gather 0.3-0.8 ms (one collective per batch in each
+    direction, so it counts); ``all_reduce`` otherwise (NCCL, large gradients, many ranks)."""
     dist = _dist()
     t = t.detach().contiguous()
-    if dist.get_backend(group) == "gloo":
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    world = dist.get_world_size(group)
+    if dist.get_backend(group) == "gloo" and world * t.numel() <= _GATHER_MAX:
+        parts = [torch.empty_like(t) for _ in range(world)]
         dist.all_gather(parts, t, group=group)
         return torch.stack(parts).sum(0)
     out = t.clone()
@@ -173,7 +178,11 @@ class ShardedLoader:
         batches = getattr(self.loader, "index_batches", None)
         if batches is not None and self.dataset is not None:  # this rank's rows only are gathered
             for idx in batches():
-                yield self.dataset[slice(idx.start + r, idx.stop, n) if isinstance(idx, slice) else idx[r::n]]
+                if isinstance(idx, slice) and idx.step in (None, 1):
+                    yield self.dataset[slice(idx.start + r, idx.stop, n)]
+                else:
+                    pos = torch.arange(len(self.dataset))[idx] if isinstance(idx, slice) else idx
+                    yield self.dataset[pos[r::n]]
             return
         sl = slice(r, None, n)
         for batch in self.loader:

@@ -281,7 +281,8 @@ def profile(model: Model, observed: Any, poi_values: Any, aux: Any = None, poi: 
             point); the same numbers as one batch.
         executor: scan the data sets as tasks of an executor (a ``dask.distributed.Client``:
             one task per worker thread at least, or a ``concurrent.futures`` executor: one per
-            worker), each under ``max_memory``; the same numbers as one batch.
+            worker), each under ``max_memory`` (a cap per task: threads of one process run
+            several at once); the same numbers as one batch.
         others: as :func:`fit`.
 
     Returns:
@@ -326,12 +327,14 @@ def _data_chunks(model: Model, observed: Any, aux: Any, init: Any, n_points: int
         return None
 
     def cut(t: Any, k: int) -> Any:
+        """The chunk's part of ``t`` when it has the data sets' leading dimensions (else it
+        broadcasts over them and goes whole); a copy, so that a task ships its chunk only."""
         if t is None:
             return None
         t = _as_tensor(t, "aux/init", model.device)
-        return t[k:k + size] if t.ndim >= 2 and t.shape[0] == n.shape[0] else t
+        return t[k:k + size].clone() if t.ndim == n.ndim and t.shape[0] == n.shape[0] else t
 
-    return [(n[k:k + size], cut(aux, k), cut(init, k)) for k in range(0, n.shape[0], size)]
+    return [(n[k:k + size].clone(), cut(aux, k), cut(init, k)) for k in range(0, n.shape[0], size)]
 
 
 def profile2d(model: Model, observed: Any, x_values: Any, y_values: Any, pois: Optional[Tuple[str, str]] = None,

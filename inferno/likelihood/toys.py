@@ -72,7 +72,12 @@ def map_tasks(executor: Any, fn: Callable[..., Any], args: Sequence[Tuple[Any, .
     if executor is None:
         return [fn(*a) for a in args]
     futures = [executor.submit(fn, *a) for a in args]
-    return [f.result() for f in futures]
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:  # the rest is not waited for
+            f.cancel()
+        raise
 
 
 def toy_memory(model: Model, multistart: Any = "kinked") -> int:
@@ -272,7 +277,8 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
     ``max_memory`` bytes (None: all toys in one batch) besides the toys themselves, by the
     estimate :func:`toy_memory`. The toys are independent problems, so the result is the
     same for every cap. ``executor``: the batches are tasks of it (:func:`map_tasks`; at least
-    :func:`n_tasks` of them, each under ``max_memory``), with the same result.
+    :func:`n_tasks` of them, each under ``max_memory``: a cap per task, and threads of one
+    process run several at once), with the same result.
 
     Raises:
         ValueError: a bad ``max_memory``, or one below the toys' own storage plus one toy's
@@ -299,8 +305,8 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
             raise ValueError(f"max_memory={cap} bytes is below the {B} toys' storage ({stored} bytes) plus one "
                              f"toy's fits ({per_toy} bytes, toy_memory): raise it or use fewer toys")
         step = min(step, max(1, (cap - stored) // per_toy))
-    parts = map_tasks(executor, _coverage_fits, [(model, n_all[i:i + step], a_all[i:i + step], p, name, tol, multistart)
-                                                 for i in range(0, B, step)])
+    parts = map_tasks(executor, _coverage_fits, [(model, n_all[i:i + step].clone(), a_all[i:i + step].clone(), p, name,
+                                                  tol, multistart) for i in range(0, B, step)])  # a task ships its toys
     ok_l, dnll_l, mu_l = zip(*parts)
     ok = torch.cat(ok_l).numpy()
     n_ok = int(ok.sum())
