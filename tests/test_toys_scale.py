@@ -186,3 +186,7 @@ def test_toys_as_tasks_of_an_executor_equal_one_batch():
             distributed.Client(cl) as client:
         assert n_tasks(client) == 2 and os.getpid() not in set(client.run(os.getpid).values())
         same(profile(m, main, mu, aux=aux, executor=client))
+    Counting.tasks = 0
+    with Counting(1) as ex:  # one worker: one task, on the executor all the same
+        same(profile(m, main, mu, aux=aux, executor=ex))
+        assert Counting.tasks == 1

@@ -293,6 +293,8 @@ def profile(model: Model, observed: Any, poi_values: Any, aux: Any = None, poi: 
     if max_memory is not None or executor is not None:
         from .toys import map_tasks, n_tasks
         chunks = _data_chunks(model, observed, aux, init, vals.numel(), multistart, max_memory, n_tasks(executor))
+        if chunks is None and executor is not None:  # one task: still the executor's
+            chunks = [(observed, aux, init)]
         if chunks is not None:
             parts = map_tasks(executor, profile, [(model, o, vals, a, poi, i, fixed, tol, max_iter, multistart, "ignore")
                                                   for o, a, i in chunks])
