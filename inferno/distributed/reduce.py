@@ -178,11 +178,12 @@ class ShardedLoader:
         batches = getattr(self.loader, "index_batches", None)
         if batches is not None and self.dataset is not None:  # this rank's rows only are gathered
             for idx in batches():
-                if isinstance(idx, slice) and idx.step in (None, 1):
-                    yield self.dataset[slice(idx.start + r, idx.stop, n)]
+                if isinstance(idx, slice):  # composed as Python ranges compose them: still a view
+                    rg = range(len(self.dataset))[idx][r::n]
+                    idx = slice(rg.start, rg.stop, rg.step)
                 else:
-                    pos = torch.arange(len(self.dataset))[idx] if isinstance(idx, slice) else idx
-                    yield self.dataset[pos[r::n]]
+                    idx = idx[r::n]
+                yield self.dataset[idx]
             return
         sl = slice(r, None, n)
         for batch in self.loader:

@@ -293,9 +293,7 @@ def profile(model: Model, observed: Any, poi_values: Any, aux: Any = None, poi: 
     if max_memory is not None or executor is not None:
         from .toys import map_tasks, n_tasks
         chunks = _data_chunks(model, observed, aux, init, vals.numel(), multistart, max_memory, n_tasks(executor))
-        if chunks is None and executor is not None:  # one task: still the executor's
-            chunks = [(observed, aux, init)]
-        if chunks is not None:
+        if len(chunks) > 1 or executor is not None:
             parts = map_tasks(executor, profile, [(model, o, vals, a, poi, i, fixed, tol, max_iter, multistart, "ignore")
                                                   for o, a, i in chunks])
             res = ProfileResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("nll", "params", "converged", "n_iter")),
@@ -312,13 +310,13 @@ def _data_chunks(model: Model, observed: Any, aux: Any, init: Any, n_points: int
                  max_memory: Any, tasks: int = 1):
     """``(observed, aux, init)`` cut along the data sets' first dimension into at least
     ``tasks`` chunks whose ``n_points`` fits per data set fit in ``max_memory`` bytes (None:
-    no cap); None when one chunk does."""
+    no cap); ``[(observed, aux, init)]`` when one chunk does."""
     from .toys import _max_memory, toy_memory
 
     cap = _max_memory(max_memory)
     n = _as_tensor(observed, "observed", model.device)
     if n.ndim < 2:
-        return None
+        return [(observed, aux, init)]
     size = -(-n.shape[0] // max(1, tasks))
     if cap is not None:
         per_set = n_points * toy_memory(model, multistart) * math.prod(n.shape[1:-1])
@@ -326,17 +324,17 @@ def _data_chunks(model: Model, observed: Any, aux: Any, init: Any, n_points: int
             raise ValueError(f"max_memory = {cap} bytes is below one data set's scan ({per_set} bytes estimated)")
         size = min(size, max(1, cap // per_set))
     if size >= n.shape[0]:
-        return None
+        return [(observed, aux, init)]
 
     def cut(t: Any, k: int) -> Any:
         """The chunk's part of ``t`` when it has the data sets' leading dimensions (else it
-        broadcasts over them and goes whole); a copy, so that a task ships its chunk only."""
+        broadcasts over them and goes whole)."""
         if t is None:
             return None
         t = _as_tensor(t, "aux/init", model.device)
-        return t[k:k + size].clone() if t.ndim == n.ndim and t.shape[0] == n.shape[0] else t
+        return t[k:k + size] if t.ndim == n.ndim and t.shape[0] == n.shape[0] else t
 
-    return [(n[k:k + size].clone(), cut(aux, k), cut(init, k)) for k in range(0, n.shape[0], size)]
+    return [(n[k:k + size], cut(aux, k), cut(init, k)) for k in range(0, n.shape[0], size)]
 
 
 def profile2d(model: Model, observed: Any, x_values: Any, y_values: Any, pois: Optional[Tuple[str, str]] = None,

@@ -68,10 +68,16 @@ def n_tasks(executor: Any) -> int:
 def map_tasks(executor: Any, fn: Callable[..., Any], args: Sequence[Tuple[Any, ...]]) -> List[Any]:
     """``[fn(*a) for a in args]``, as tasks of ``executor`` (anything with ``submit(fn, *a)``
     returning a future with ``.result()``: a ``dask.distributed.Client``, a ``concurrent.futures``
-    executor), in order; a task's error is raised here. None: in this process."""
+    executor), in order; a task's error is raised here. None: in this process. A tensor argument
+    that views a larger storage (a chunk sliced from all the toys) is sent as a copy of itself:
+    pickling a view ships its whole storage."""
     if executor is None:
         return [fn(*a) for a in args]
-    futures = [executor.submit(fn, *a) for a in args]
+
+    def own(v: Any) -> Any:
+        return v.clone() if isinstance(v, Tensor) and v.untyped_storage().nbytes() > v.nbytes else v
+
+    futures = [executor.submit(fn, *map(own, a)) for a in args]
     try:
         return [f.result() for f in futures]
     except BaseException:
@@ -305,8 +311,8 @@ def coverage(model: Model, params: Any = None, n_toys: int = 300, seed: Seed = 0
             raise ValueError(f"max_memory={cap} bytes is below the {B} toys' storage ({stored} bytes) plus one "
                              f"toy's fits ({per_toy} bytes, toy_memory): raise it or use fewer toys")
         step = min(step, max(1, (cap - stored) // per_toy))
-    parts = map_tasks(executor, _coverage_fits, [(model, n_all[i:i + step].clone(), a_all[i:i + step].clone(), p, name,
-                                                  tol, multistart) for i in range(0, B, step)])  # a task ships its toys
+    parts = map_tasks(executor, _coverage_fits, [(model, n_all[i:i + step], a_all[i:i + step], p, name, tol, multistart)
+                                                 for i in range(0, B, step)])
     ok_l, dnll_l, mu_l = zip(*parts)
     ok = torch.cat(ok_l).numpy()
     n_ok = int(ok.sum())
