@@ -338,18 +338,17 @@ def _chain_nets():
 @pytest.mark.parametrize("name", list(_chain_nets()))
 @pytest.mark.parametrize("weighted", [False, True])
 def test_chain_tangents_match_layer_rules_and_references(name, weighted):
-    """The hand-written backward of _ChainTangents against the layer-by-layer rules with
-    autograd, the autograd strategy, and finite differences, with column-form (shift, scale)
-    and dense (a user lambda) input tangents on both groups."""
+    """The hand-written backward of ChainTangents against the layer-by-layer rules with
+    autograd (hessian='autograd'), forward mode through the whole network, and finite
+    differences, with column-form (shift, scale) and dense (a user lambda) input tangents on
+    both groups."""
     net = _chain_nets()[name].double()
     x, y, w = _batch(n=70, seed=12, weights=weighted)
     nuis = _generic_nuisances()
     res = {}
-    for key, kw in (("chain", dict(tangents="sequential")), ("rules", dict(tangents="sequential")),
-                    ("ag", dict(hessian="autograd"))):
-        cb = Inferno(nuis, **kw)
-        cb._use_chain = key != "rules"
-        res[key] = _loss_and_grad(cb, net, x, y, w)
+    for key, kw in (("chain", dict(tangents="sequential")), ("forward-mode", dict(tangents="jvp")),
+                    ("rules", dict(hessian="autograd"))):
+        res[key] = _loss_and_grad(Inferno(nuis, **kw), net, x, y, w)
     l0, g0 = res["chain"]
     for key, (l, g) in res.items():
         assert l == pytest.approx(l0, rel=1e-11), key
@@ -362,17 +361,14 @@ def test_chain_tangents_match_layer_rules_and_references(name, weighted):
     np.testing.assert_allclose(an, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
 
 
-@pytest.mark.parametrize("fold", [True, False])
-def test_fast_paths_agree_with_autograd(fold):
-    """The fused loss node, with the softmax backward inside it or in autograd, gives the
-    autograd strategy's loss and gradient; degenerate parameters are refused."""
+def test_fast_paths_agree_with_autograd():
+    """The fused loss node gives the autograd strategy's loss and gradient; degenerate
+    parameters are refused."""
     net = _relu_net(seed=9, dtype=F64)
     x, y, _ = _paper_batch(n=300, dtype=F64)
     w = torch.rand(len(x), dtype=F64) + 0.5
     for k in (0, 2, 4):
-        cb = PaperInferno.from_benchmark(k)
-        cb._fold_softmax = fold
-        l, g = _loss_and_grad(cb, net, x, y, w)
+        l, g = _loss_and_grad(PaperInferno.from_benchmark(k), net, x, y, w)
         l_ag, g_ag = _loss_and_grad(PaperInferno.from_benchmark(k, hessian="autograd"), net, x, y, w)
         assert l == pytest.approx(l_ag, rel=1e-11)
         assert float((g - g_ag).norm() / g_ag.norm()) < 1e-10

@@ -8,8 +8,6 @@
 * the derivative templates equal finite differences of the soft histograms;
 * several POIs: trace and log-determinant of the POI block against numpy.
 """
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -17,8 +15,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from inferno import Inferno, RateNuisance, ShapeNuisance, VariableSoftmax, shift_feature
-from inferno.likelihood import Channel, HistoSys, Lumi, Model, NormFactor, NormSys, Sample, StatError, fit
-from inferno.loss import Analysis, FisherError, Process, inferno_loss
+from inferno.likelihood import Channel, HistoSys, Lumi, Model, NormFactor, NormSys, Sample
+from inferno.loss import Analysis, FisherError, Process, batch_templates, inferno_loss
 
 F64 = torch.float64
 
@@ -242,6 +240,56 @@ def test_bad_batches_and_outputs_are_named():
     keep = lab <= 2
     with pytest.raises(FisherError, match="not positive definite"):
         inferno_loss(dead, net, x[keep], lab[keep], w[keep], weights={"a": w[keep]})
+
+
+def test_checks_of_a_recorded_softmax_network_and_of_the_fisher_node():
+    """Outputs recorded as a softmax's are not checked row by row: NaN from the network must
+    still be named (it fails the Fisher checks); the Fisher node's one flag is False for a
+    non-finite Fisher information, a non-positive count or a singular matrix, and True
+    otherwise."""
+    from inferno.loss import InfernoLoss
+    from inferno.loss.fisher import AsimovPoiLoss
+    from inferno.loss.pure import _recorded_forward
+
+    analysis = _analysis(with_cr=False)
+    x, lab, w, weights = _batch()
+    net = _net()
+    y, calls = _recorded_forward(net, x)
+    assert calls is not None and isinstance(calls[-1][0], nn.Softmax)  # the recorded path is the one tested
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    for run in (lambda: inferno_loss(analysis, net, x, lab, w, weights=weights),
+                lambda: InfernoLoss(analysis).loss_on(net, x, lab, w, extras=weights)):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            run()
+    out = batch_templates(analysis, _net(), x, lab, w, weights=weights)
+    k = analysis._constants(6, x.device)
+    var = torch.zeros(0, dtype=F64)
+
+    def ok(nom, shifts):
+        return bool(AsimovPoiLoss.apply(nom, shifts, var, k)[2])
+
+    nom, shifts = out["nominal"], out["shifts"]
+    assert ok(nom, shifts)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        s = shifts.clone()
+        s[0, 2] = bad
+        assert not ok(nom, s), bad
+        n = nom.clone()
+        n[1, 3] = bad
+        assert not ok(n, shifts), bad
+    n = nom.clone()
+    n[:, 2] = -n[:, 2]  # a negative expected count
+    assert not ok(n, shifts)
+    # two terms of one process (ttbar: jes, tt_gen) with the same huge shape: positive definite in
+    # exact arithmetic (the constraints), numerically singular
+    assert out["terms"][1][0] == out["terms"][2][0] == "ttbar"
+    s = shifts.clone()
+    s[2] = s[1]
+    s[1:3] *= 1e8
+    assert not ok(nom, s)
+    s[1:3] *= 1e-4
+    assert ok(nom, s)
 
 
 def test_callback_trains_like_the_fused_paper_callback():

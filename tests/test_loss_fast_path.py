@@ -84,6 +84,38 @@ def test_arbitrary_module_equals_the_slow_reference():
         _callback_loss(analysis, wrapped, x, lab, w, weights, "layers")
 
 
+class _NativeSoftmax(nn.Module):
+    """An arbitrary module ending in torch's own softmax (forward mode through it, whose native
+    forward-mode formula cannot be differentiated again in torch 2.13: pytorch/pytorch#162350)."""
+
+    def __init__(self, net, how):
+        super().__init__()
+        self.body, self.temp, self.how = net[:-1], net[-1].temp, how
+
+    def forward(self, x):
+        z = self.body(x) / self.temp
+        if self.how == "module":
+            return nn.Softmax(dim=1)(z)
+        if self.how == "tensor":
+            return z.softmax(-1)
+        if self.how == "log":
+            return torch.log_softmax(z, dim=-1).exp()
+        return torch.softmax(z, -1, dtype=F64)
+
+
+@pytest.mark.parametrize("how", ["module", "tensor", "log", "function"])
+def test_arbitrary_module_with_native_softmax_trains(how):
+    analysis = _analysis()
+    net = _net()
+    x, lab, w, weights = _batch()
+    ref = reference_loss(analysis, net, x, lab, w, weights=weights)
+    g_ref = _grads(ref, net)
+    for loss in (inferno_loss(analysis, _NativeSoftmax(net, how), x, lab, w, weights=weights),
+                 _callback_loss(analysis, _NativeSoftmax(net, how), x, lab, w, weights, "auto")):
+        assert float(loss) == pytest.approx(float(ref), rel=1e-10)
+        assert float((_grads(loss, net) - g_ref).norm() / g_ref.norm()) < 1e-7
+
+
 # ------------------------------------------------------------------------ tangents of layers
 class _Features(nn.Module):
     """A parameter-free input stage (like a feature layer): derived features."""

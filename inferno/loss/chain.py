@@ -1,9 +1,9 @@
 r"""The fused node of the layer-by-layer tangents: for a ``Linear, [ReLU | LeakyReLU | Identity |
 Dropout]*, ..., Linear, Softmax`` body, the tangents of K nuisances on m rows, their softmax
 and their per-process sums are one autograd node (:class:`ChainTangents`) with a hand-written
-backward. Layout ``(K, m, h)``; for tangents that are one input column each the first two
-layers cost one matrix product per nuisance in each direction
-(:math:`D_0\,\mathrm{diag}(W_0[:, c_k])\,W_1^\top`, :math:`D_0` the derivative of the
+backward. Layout ``(m, K, h)``; for tangents that are one input column each the first two
+layers cost one matrix product for all nuisances in each direction
+(:math:`D_0\,[\mathrm{diag}(W_0[:, c_k])\,W_1^\top]_k`, :math:`D_0` the derivative of the
 piecewise-linear layers after the first Linear). Used by :func:`inferno.loss.tangents.propagate`.
 """
 from __future__ import annotations
@@ -50,13 +50,13 @@ def pwl_derivative(call: _Call, rows: Tensor) -> Optional[Tensor]:
 
 class ChainTangents(torch.autograd.Function):
     r"""Per-process sums of the output tangents of a ``Linear, [pwl]*, ..., Linear, Softmax``
-    body: ``out[k, p] = sum_{e in p} a_{ke} Y_{ke}`` (K, P_g, bins), with the softmax tangent
+    body: ``out[k, p] = sum_{e in p} a_{ke} Y_{ek}`` (K, P_g, bins), with the softmax tangent
     :math:`Y = T^{-1} o \odot (Z - o\cdot Z)` of the softmax-input tangent :math:`Z` and
     :math:`a_{ke} = w_e\, c_{ke}` (event weight times the column coefficient).
 
     ``spec``: ``D`` (the detached derivatives of the piecewise-linear segments after each Linear
-    but the last, (m, h) or None), ``cols``/``coef`` or ``dense`` (the input tangents),
-    ``a`` (K, m) or (1, m), ``pidx`` (m,) the process of every row, ``n_proc``, ``inv_t``.
+    but the last, (m, h) or None), ``cols`` or ``dense`` (the input tangents, (m, K, d)),
+    ``a`` (K, m), (1, m) or None (all 1), ``pidx`` (m,) the process of every row, ``n_proc``, ``inv_t``.
     The first input ``o`` (m, bins) is the rows' softmax output; then the Linear weights.
     """
 
@@ -68,33 +68,30 @@ class ChainTangents(torch.autograd.Function):
         o = F.threshold(o.detach(), 1e-30, 0.0)
         m, n_lin = o.shape[0], len(weights)
         ins: List[Optional[Tensor]] = [None] * n_lin
-        if cols is not None and n_lin >= 2:  # column tangents: D0 diag(W0[:, c_k]) W1^T per nuisance
+        if cols is not None:  # column tangents, every nuisance in one product: D0 [diag(W0[:, c_k]) W1^T]_k
             W0, W1 = weights[0], weights[1]
-            bt = W1.unsqueeze(0) * W0.index_select(1, cols).t().unsqueeze(1)  # (K, h1, h0)
-            D0 = D[0] if D[0] is not None else o.new_ones(m, W0.shape[0])
-            P = o.new_empty(bt.shape[0], m, W1.shape[0])  # (K, m, h1)
-            for j in range(bt.shape[0]):
-                torch.mm(D0, bt[j].t(), out=P[j])
+            B = (W0.index_select(1, cols).unsqueeze(-1) * W1.t().unsqueeze(1)).reshape(W0.shape[0], -1)
+            P = (D[0] @ B if D[0] is not None else B.sum(0).expand(m, -1).contiguous()).view(m, len(cols), -1)
             start = 2
         else:
-            t = spec["dense"]
-            ins[0] = t
-            P = torch.matmul(t, weights[0].t())
+            ins[0] = spec["dense"]
+            P = torch.matmul(spec["dense"], weights[0].t())
             start = 1
         for j in range(start, n_lin):
             if D[j - 1] is not None:
-                P.mul_(D[j - 1])  # P is a fresh product
+                P.mul_(D[j - 1].unsqueeze(1))  # P is a fresh product
             ins[j] = P
             P = torch.matmul(P, weights[j].t())
-        Z = P  # (K, m, bins)
-        OZ = Z * o
-        S = OZ.sum(-1, keepdim=True)
-        # per process and nuisance: sum_e W_kpe o_e (Z_ke - S_ke) / T, W the rows' weights by process
-        W = _process_weights(spec, Z.shape[0], m, o)  # (K, P, m)
-        out = torch.bmm(W, OZ).sub_(torch.bmm(W * S.transpose(1, 2), o.expand(Z.shape[0], -1, -1)))
-        out.mul_(spec["inv_t"])
+        Z = P  # (m, K, bins)
+        S = (Z * o.unsqueeze(1)).sum(-1, keepdim=True)
+        aT = None if spec["a"] is None else spec["a"].t().unsqueeze(-1)  # (m, K or 1, 1)
+        Y = (Z - S).mul_(o.unsqueeze(1))
+        if aT is not None:
+            Y.mul_(aT)  # a Y, (m, K, bins)
+        out = o.new_zeros(spec["n_proc"], Y.shape[1] * Y.shape[2]).index_add_(0, spec["pidx"], Y.view(m, -1))
+        out = out.view(spec["n_proc"], Y.shape[1], -1).transpose(0, 1).mul(spec["inv_t"])
         ctx.spec, ctx.start, ctx.ins, ctx.weights = spec, start, ins, weights
-        ctx.save_for_backward(o, Z, S, W)
+        ctx.save_for_backward(o, Z, S, aT)
         return out
 
     @staticmethod
@@ -102,15 +99,16 @@ class ChainTangents(torch.autograd.Function):
         if torch.is_grad_enabled():  # a hand-written backward: never silently wrong higher derivatives
             raise RuntimeError("the fused INFERNO tangents have first derivatives only; for higher-order "
                                "derivatives (create_graph=True) use InfernoLoss(analysis, tangents='layers')")
-        o, Z, S, W = ctx.saved_tensors
+        o, Z, S, aT = ctx.saved_tensors
         spec, start, ins, weights = ctx.spec, ctx.start, ctx.ins, ctx.weights
         D = spec["D"]
-        gY = torch.bmm(W.transpose(1, 2), g).mul_(spec["inv_t"])  # (K, m, bins)
-        R = (gY * o).sum(-1, keepdim=True)
-        gZ = (gY - R) * o
+        oe = o.unsqueeze(1)
+        gY = g.transpose(0, 1).index_select(0, spec["pidx"]).mul_(spec["inv_t"] if aT is None else aT * spec["inv_t"])
+        R = (gY * oe).sum(-1, keepdim=True)
+        gZ = (gY - R).mul_(oe)
         g_o = None
         if ctx.needs_input_grad[0]:
-            g_o = (gY * (Z - S) - Z * R).sum(0)
+            g_o = (gY * (Z - S) - Z * R).sum(1)
         grads: List[Optional[Tensor]] = [None] * len(weights)
         G = gZ
         for j in range(len(weights) - 1, start - 1, -1):
@@ -118,14 +116,14 @@ class ChainTangents(torch.autograd.Function):
             grads[j] = G.reshape(-1, G.shape[-1]).t() @ T.reshape(-1, T.shape[-1])
             G = torch.matmul(G, weights[j])
             if D[j - 1] is not None:
-                G = G * D[j - 1]
-        if start == 2:  # the fused first two layers
+                G.mul_(D[j - 1].unsqueeze(1))
+        if start == 2:  # the fused first two layers: N_k = G_k^T D0, all nuisances in one product
             W0, W1 = weights[0], weights[1]
             cols = spec["cols"]
-            D0 = D[0] if D[0] is not None else o.new_ones(o.shape[0], W0.shape[0])
-            N = o.new_empty(G.shape[0], W1.shape[0], W0.shape[0])  # (K, h1, h0)
-            for j in range(G.shape[0]):
-                torch.mm(G[j].t(), D0, out=N[j])
+            m, K = o.shape[0], len(cols)
+            Gf = G.reshape(m, -1)
+            N = (Gf.t() @ D[0] if D[0] is not None else Gf.sum(0).unsqueeze(-1).expand(-1, W0.shape[0]))
+            N = N.view(K, W1.shape[0], W0.shape[0])  # (K, h1, h0)
             w0c = W0.index_select(1, cols).t()  # (K, h0)
             g1 = (N * w0c.unsqueeze(1)).sum(0)
             grads[1] = g1 if grads[1] is None else grads[1] + g1
@@ -134,13 +132,3 @@ class ChainTangents(torch.autograd.Function):
             t = ins[0]
             grads[0] = G.reshape(-1, G.shape[-1]).t() @ t.reshape(-1, t.shape[-1])
         return (g_o, None, *grads)
-
-
-def _process_weights(spec: Dict[str, Any], K: int, m: int, like: Tensor) -> Tensor:
-    """(K, n_proc, m): the weight of every row in its process's sum, per nuisance."""
-    a, pidx, n_proc = spec["a"], spec["pidx"], spec["n_proc"]
-    if n_proc == 1:
-        return a.to(like.dtype).unsqueeze(1).expand(K, 1, m)
-    onehot = torch.zeros(n_proc, m, dtype=like.dtype, device=like.device)
-    onehot[pidx, torch.arange(m, device=like.device)] = 1.0
-    return onehot.unsqueeze(0) * a.to(like.dtype).unsqueeze(1).expand(K, 1, m)

@@ -95,19 +95,21 @@ def poi_loss(fisher: Tensor, poi: Sequence[int], kind: str = "variance", names: 
 
 def _asimov(nom: Tensor, shifts: Tensor, var: Tensor, k: dict) -> Tuple[Tensor, ...]:
     """The forward computation of :class:`AsimovPoiLoss` (differentiable with autograd too)."""
-    F = k["F"]
-    nu = (F * nom).sum(0)
-    jac = (k["A"] * nom).sum(1)
+    nj = (k["FA"] * nom).sum(1)  # nu, then the Jacobian's rows
+    nu, jac = nj[0], nj[1:]
     if shifts.numel():
-        jac = jac.index_add(0, k["h_a"], F[k["h_j"]] * shifts)
-    curv = k["curv"]
+        jac = jac.index_add(0, k["h_a"], k["F_h"] * shifts)
+    C = k["C"]
     if var.numel():
-        curv = curv.index_put((k["stat"],), nu * nu / var)
-    fisher = (jac / nu) @ jac.T + torch.diag(curv)
+        C = torch.diag(k["curv"].index_put((k["stat"],), nu * nu / var))
+    fisher = torch.addmm(C, jac / nu, jac.T)
     if k["embed"] is not None:
         fisher = k["fixed_full"].index_put(k["embed"], fisher, accumulate=True)
-    chol, ok = cholesky_ok(fisher)
-    ok = ok & (nu > 0).all() & torch.isfinite(fisher).all()
+    chol, info = torch.linalg.cholesky_ex(fisher)
+    d = chol.diagonal()
+    # positive definite, not numerically singular (cholesky_ok), positive counts, finite (x * 0 + 1 is NaN
+    # for NaN and inf); one reduction
+    ok = (info == 0) & (torch.cat([d * d - _SINGULAR * fisher.diagonal(), nu, fisher.reshape(-1) * 0.0 + 1.0]).amin() > 0)
     E = k["E"]  # the columns of the POIs
     U = torch.cholesky_solve(E, chol)  # I^-1 E
     V = E.T @ U
@@ -169,7 +171,6 @@ class AsimovPoiLoss(torch.autograd.Function):
             gs = G.diagonal()[k["stat"]]
             g_nu = g_nu + gs * 2.0 * nu / var
             g_var = -gs * nu * nu / (var * var)
-        F = k["F"]
-        g_nom = (k["A"] * g_jac.unsqueeze(1)).sum(0) + F * g_nu
-        g_shifts = g_jac[k["h_a"]] * F[k["h_j"]] if ctx.needs_input_grad[1] else None
+        g_nom = (k["FA"] * torch.cat([g_nu.unsqueeze(0), g_jac]).unsqueeze(1)).sum(0)
+        g_shifts = g_jac[k["h_a"]] * k["F_h"] if ctx.needs_input_grad[1] else None
         return g_nom, g_shifts, g_var, None

@@ -143,7 +143,9 @@ def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Opti
     if analysis.mc_stat:
         w2 = torch.zeros(n_p, n_bins, dtype=DTYPE, device=dev).index_add(
             0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), wy * wy, 0.0))
-    local_ok = mine = label_ok & _soft_ok(y)
+    # outputs recorded as a row softmax's are soft bin assignments (NaN and inf fail the Fisher checks)
+    soft = bool(calls) and isinstance(calls[-1][0], nn.Softmax) and calls[-1][0].dim in (-1, 1)
+    local_ok = mine = label_ok if soft else label_ok & _soft_ok(y)
     if reduce is not None:  # a global batch: the sums of every shard (differentiable), one collective
         count, sumw, hist, sums, w2, local_ok = _reduced(reduce, count, sumw, hist, sums, w2, local_ok)
     c = 1.0 / (1.0 + n_bins * analysis.eps)
@@ -225,9 +227,9 @@ def _term_sums(analysis: Analysis, b: Dict[str, Any], net: nn.Module, x: Tensor,
     # exact: every group of processes with the same transform nuisances at once
     for g, (procs_g, names) in enumerate(analysis._transform_groups):
         local = analysis._group_local[g].to(dev)  # slot -> index in the group, -1 outside
-        rows = (local[slot] >= 0).nonzero().squeeze(-1)
-        pidx = local[slot[rows]]
-        a = (torch.ones(len(pidx), dtype=x.dtype, device=dev) if wd is None else wd[rows].to(x.dtype)).unsqueeze(0)
+        rows = (local.index_select(0, slot) >= 0).nonzero().squeeze(-1)
+        pidx = rows.new_zeros(len(rows)) if len(procs_g) == 1 else local.index_select(0, slot.index_select(0, rows))
+        a = None if wd is None else wd.index_select(0, rows).to(x.dtype).unsqueeze(0)  # None: unit weights
         trans = [(analysis.nuisance[n].transform, analysis.nuisance[n].nominal) for n in names]
         sums = _transform_sums(net, x, rows, trans, names, weights, a, pidx, len(procs_g), calls, fused).to(DTYPE)
         for k, n in enumerate(names):
@@ -282,12 +284,12 @@ def _shifts(analysis: Analysis, b: Dict[str, Any], sums: Optional[Tensor], hist:
 
 
 def _transform_sums(net: nn.Module, x: Tensor, rows: Tensor, trans: List[Tuple[Any, float]], names: List[str],
-                    weights: Dict[str, Tensor], a: Tensor, pidx: Tensor, n_proc: int, calls: Optional[list],
-                    fused: bool) -> Tensor:
+                    weights: Dict[str, Tensor], a: Optional[Tensor], pidx: Tensor, n_proc: int,
+                    calls: Optional[list], fused: bool) -> Tensor:
     """(K, n_proc, bins) sums of the output tangents of the transform nuisances ``trans``
     (``names``); the input stage's tangents from the batch's columns if it carries them
     (:func:`~inferno.loss.tangents.stage_tangents`)."""
-    xr = x[rows]
+    xr = x.index_select(0, rows)
     if calls is not None:
         leaves = tg.leaves_of(net)
         i0 = tg.split_stage(leaves)

@@ -19,12 +19,14 @@ All K nuisances of a group of rows are propagated together, as a batch of tangen
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad as fwAD
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from .chain import ChainTangents, chain_layout, pwl_derivative
 from .checks import _check_batch
@@ -81,13 +83,47 @@ def check_deterministic(model: nn.Module) -> None:
                          "(its activations and masks are recorded) or tangents='layers'")
 
 
+class _ComposedSoftmax(TorchFunctionMode):
+    """softmax and log_softmax as their composite (max shift, exp, sum) inside a forward-mode
+    pass whose tangents are differentiated again: their native forward-mode formula modifies a
+    tensor that the backward pass needs (pytorch/pytorch#162350, open in torch 2.13)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        log = func in _LOG_SOFTMAX
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        if not (log or func in _SOFTMAX) or dim is None:
+            return func(*args, **kwargs)
+        x = args[0] if kwargs.get("dtype") is None else args[0].to(kwargs["dtype"])
+        z = x - x.detach().amax(dim, keepdim=True)
+        if log:
+            return z - z.exp().sum(dim, keepdim=True).log()
+        e = z.exp()
+        return e / e.sum(dim, keepdim=True)
+
+
+_SOFTMAX = {F.softmax, torch.softmax, Tensor.softmax, torch.special.softmax}
+_LOG_SOFTMAX = {F.log_softmax, torch.log_softmax, Tensor.log_softmax, torch.special.log_softmax}
+
+
+def _forward_mode(graph: bool) -> Any:
+    """The context of a forward-mode pass: a dual level, with :class:`_ComposedSoftmax` when
+    the tangents are differentiated again (``graph``)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(fwAD.dual_level())
+    if graph:
+        stack.enter_context(_ComposedSoftmax())
+    return stack
+
+
 def jvp(f: Callable[[Tensor], Tensor], x: Tensor, t: Tensor, with_graph: bool) -> Tensor:
     """Forward-mode derivatives of ``f`` at ``x`` along the K tangents ``t`` ``(K, *x.shape)``,
     ``(K, *f(x).shape)``; ``with_graph``: differentiable in ``f``'s parameters."""
     outs = []
-    with torch.set_grad_enabled(with_graph and torch.is_grad_enabled()):
+    graph = with_graph and torch.is_grad_enabled()
+    with torch.set_grad_enabled(graph):
         for tk in t:
-            with fwAD.dual_level():
+            with _forward_mode(graph):
                 o = f(fwAD.make_dual(x, tk))
                 outs.append(fwAD.unpack_dual(o).tangent)
     return torch.stack(outs)
@@ -206,9 +242,10 @@ def _leaf_tangent(call: _Call, rows: Tensor, t: Tensor) -> Tensor:
     return t * jvp(m, i, torch.ones_like(i)[None], with_graph=True)[0]
 
 
-def weighted_sums(t: Tensor, a: Tensor, pidx: Tensor, n_proc: int) -> Tensor:
-    """(K, m, bins) tangents -> (K, n_proc, bins) per-process sums with weights ``a`` (K or 1, m)."""
-    return t.new_zeros(t.shape[0], n_proc, t.shape[-1]).index_add(1, pidx, t * a.to(t.dtype).unsqueeze(-1))
+def weighted_sums(t: Tensor, a: Optional[Tensor], pidx: Tensor, n_proc: int) -> Tensor:
+    """(K, m, bins) tangents -> (K, n_proc, bins) per-process sums with weights ``a`` (K or 1, m;
+    None: unit weights)."""
+    return t.new_zeros(t.shape[0], n_proc, t.shape[-1]).index_add(1, pidx, t if a is None else t * a.to(t.dtype).unsqueeze(-1))
 
 
 def split_stage(leaves: List[nn.Module]) -> int:
@@ -255,7 +292,7 @@ def input_tangents(transforms: Sequence[Any], x: Tensor, stage: Optional[nn.Modu
         return InputTangents(m, d, dense=dx)
     graph = _trainable(stage) and torch.is_grad_enabled()
     k = dx.shape[0]
-    with torch.set_grad_enabled(graph), fwAD.dual_level():
+    with torch.set_grad_enabled(graph), _forward_mode(graph):
         o = stage(fwAD.make_dual(x.detach().repeat(k, 1), dx.reshape(k * m, d)))
         tg = fwAD.unpack_dual(o).tangent
     out = (torch.zeros_like(o) if tg is None else tg).reshape(k, m, -1)
@@ -347,11 +384,11 @@ def _transform_tangent(t: Any, v0: float, x: Tensor) -> Tensor:
     return d.detach().to(x.dtype)
 
 
-def propagate(body: List[nn.Module], calls: List[_Call], rows: Tensor, tan: InputTangents, a: Tensor,
+def propagate(body: List[nn.Module], calls: List[_Call], rows: Tensor, tan: InputTangents, a: Optional[Tensor],
               pidx: Tensor, n_proc: int, fused: bool = True) -> Tensor:
     r"""Per-process weighted sums of the output tangents (K, n_proc, bins) of the rows ``rows``
     of a batch whose forward pass through ``body`` was recorded (``calls``), layer by layer;
-    ``tan`` are the tangents at the body's input, ``a`` (1 or K, m) the rows' weights,
+    ``tan`` are the tangents at the body's input, ``a`` (1 or K, m) the rows' weights (None: 1),
     ``pidx`` (m,) their process; ``fused=False``: every rule through autograd (exact higher
     derivatives) instead of the fused node."""
     layout = chain_layout(body) if fused else None
@@ -367,11 +404,13 @@ def propagate(body: List[nn.Module], calls: List[_Call], rows: Tensor, tan: Inpu
             D.append(d)
         o = calls[-1][2].index_select(0, rows)
         cols = tan.cols if (tan.dense_ is None and len(linears) >= 2) else None
-        aa = a if cols is None or tan.coef is None else a * tan.coef
-        spec = dict(D=D, cols=cols, dense=None if cols is not None else tan.dense(o).to(o.dtype),
-                    a=aa.to(o.dtype), pidx=pidx, n_proc=n_proc, inv_t=inv_t)
+        coef = tan.coef if cols is not None else None  # dense tangents hold their coefficients
+        aa = a if coef is None else (coef if a is None else a * coef)
+        dense = None if cols is not None else tan.dense(o).to(o.dtype).transpose(0, 1).contiguous()  # (m, K, d)
+        spec = dict(D=D, cols=cols, dense=dense, a=None if aa is None else aa.to(o.dtype), pidx=pidx, n_proc=n_proc,
+                    inv_t=inv_t)
         return ChainTangents.apply(o, spec, *[body[i].weight for i in linears])
-    t = tan.dense(next((q for m in body for q in m.parameters()), a))
+    t = tan.dense(next((q for m in body for q in m.parameters()), calls[-1][2]))
     for m, call in zip(body, calls):
         if _has_rule(m):
             t = _leaf_tangent(call, rows, t)
