@@ -19,9 +19,7 @@ pyhs3's log-likelihood keeps every constant (the ln n! of the Poisson terms, the
 normalisations of the Gaussians and Poissons of the constraints), as the Model's does, so the
 NLLs are compared directly, not only their differences between points.
 """
-import copy
 import json
-import math
 
 import numpy as np
 import pytest

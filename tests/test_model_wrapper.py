@@ -1,6 +1,4 @@
 import functools
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest

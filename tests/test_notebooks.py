@@ -8,7 +8,6 @@ classifier's), so a wrong result fails the test, not only an exception.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

@@ -258,7 +258,7 @@ def test_histosys_background_rate_lacks_the_cross_term(tmpl):
 
 # --------------------------------------------------------------------------- the exporter
 def _export_cases(tm):
-    f_s, f_b, up, dw = tm["f_s"], tm["f_b"], tm["up"], tm["dw"]
+    f_s, up, dw = tm["f_s"], tm["up"], tm["dw"]
     tilt = torch.linspace(-1, 1, len(f_s), dtype=F64)
     s_up, s_dw = f_s * (1 + 0.1 * tilt), f_s * (1 - 0.05 * tilt)
     s_up, s_dw = torch.stack([s_up / s_up.sum(), f_s]), torch.stack([s_dw / s_dw.sum(), f_s])
