@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.distributions import AffineTransform, Distribution, Normal, TransformedDistribution
+from torch import Tensor
+from torch.distributions import AffineTransform, Normal, TransformedDistribution
 
 from ..training.callbacks import PredHandler
 from ..likelihood.modifiers import NormFactor

@@ -372,9 +372,8 @@ class Analysis:
             E = torch.zeros(len(b["names"]), len(b["pois"]), dtype=b["F"].dtype)
             E[b["pois"], torch.arange(len(b["pois"]))] = 1.0
             k["E"] = E.to(device)
-            k["FA"] = torch.cat([k["F"].unsqueeze(0), k["A"]])  # nu and the Jacobian in one product
-            k["F_h"] = k["F"][k["h_j"]]  # the histosys terms' rows of F
-            k["C"] = torch.diag(k["curv"])
+            # nu and the Jacobian in one product; the rows of F of the histosys terms; the constraints' diagonal
+            k.update(FA=torch.cat([k["F"].unsqueeze(0), k["A"]]), F_h=k["F"][k["h_j"]], C=torch.diag(k["curv"]))
             b[key] = k
         return k
 

@@ -9,7 +9,7 @@ All K nuisances of a group of rows are propagated together, as a batch of tangen
   activations of the forward pass (:class:`Recorder`) and every leaf with an exact rule
   (``Linear``, elementwise activations, ``Softmax``/``VariableSoftmax``, ``Identity``,
   ``Dropout`` with its mask) maps the tangents; a leaf without one (e.g. a feature layer)
-  gets a forward-mode pass of that leaf alone (:mod:`torch.autograd.forward_ad`) from its
+  gets a forward-mode pass of that leaf alone (:mod:`inferno.loss.forward_mode`) from its
   recorded input, under ``no_grad`` if it has no trainable parameters.
 * For a ``Linear, [ReLU | LeakyReLU | Identity | Dropout]*, ..., Linear, Softmax`` body the
   tangents, their softmax and the per-process sums form one autograd node with a
@@ -19,17 +19,16 @@ All K nuisances of a group of rows are propagated together, as a batch of tangen
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad as fwAD
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 from .chain import ChainTangents, chain_layout, pwl_derivative
 from .checks import _check_batch
+from .forward_mode import dual_pass, jvp
 
 __all__ = ["Recorder", "InputTangents", "leaves_of", "split_stage", "input_tangents", "stage_tangents",
            "cached_tangents", "TANGENT_KEY", "jvp", "propagate", "weighted_sums"]
@@ -81,52 +80,6 @@ def check_deterministic(model: nn.Module) -> None:
         raise ValueError("forward-mode tangents re-run the network, which draws random numbers here (Dropout in "
                          "training): the tangents would not match the forward pass. Use a plain nn.Sequential "
                          "(its activations and masks are recorded) or tangents='layers'")
-
-
-class _ComposedSoftmax(TorchFunctionMode):
-    """softmax and log_softmax as their composite (max shift, exp, sum) inside a forward-mode
-    pass whose tangents are differentiated again: their native forward-mode formula modifies a
-    tensor that the backward pass needs (pytorch/pytorch#162350, open in torch 2.13)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        log = func in _LOG_SOFTMAX
-        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-        if not (log or func in _SOFTMAX) or dim is None:
-            return func(*args, **kwargs)
-        x = args[0] if kwargs.get("dtype") is None else args[0].to(kwargs["dtype"])
-        z = x - x.detach().amax(dim, keepdim=True)
-        if log:
-            return z - z.exp().sum(dim, keepdim=True).log()
-        e = z.exp()
-        return e / e.sum(dim, keepdim=True)
-
-
-_SOFTMAX = {F.softmax, torch.softmax, Tensor.softmax, torch.special.softmax}
-_LOG_SOFTMAX = {F.log_softmax, torch.log_softmax, Tensor.log_softmax, torch.special.log_softmax}
-
-
-def _forward_mode(graph: bool) -> Any:
-    """The context of a forward-mode pass: a dual level, with :class:`_ComposedSoftmax` when
-    the tangents are differentiated again (``graph``)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(fwAD.dual_level())
-    if graph:
-        stack.enter_context(_ComposedSoftmax())
-    return stack
-
-
-def jvp(f: Callable[[Tensor], Tensor], x: Tensor, t: Tensor, with_graph: bool) -> Tensor:
-    """Forward-mode derivatives of ``f`` at ``x`` along the K tangents ``t`` ``(K, *x.shape)``,
-    ``(K, *f(x).shape)``; ``with_graph``: differentiable in ``f``'s parameters."""
-    outs = []
-    graph = with_graph and torch.is_grad_enabled()
-    with torch.set_grad_enabled(graph):
-        for tk in t:
-            with _forward_mode(graph):
-                o = f(fwAD.make_dual(x, tk))
-                outs.append(fwAD.unpack_dual(o).tangent)
-    return torch.stack(outs)
 
 
 class Recorder:
@@ -292,7 +245,7 @@ def input_tangents(transforms: Sequence[Any], x: Tensor, stage: Optional[nn.Modu
         return InputTangents(m, d, dense=dx)
     graph = _trainable(stage) and torch.is_grad_enabled()
     k = dx.shape[0]
-    with torch.set_grad_enabled(graph), _forward_mode(graph):
+    with torch.set_grad_enabled(graph), dual_pass(graph):
         o = stage(fwAD.make_dual(x.detach().repeat(k, 1), dx.reshape(k * m, d)))
         tg = fwAD.unpack_dual(o).tangent
     out = (torch.zeros_like(o) if tg is None else tg).reshape(k, m, -1)
