@@ -14,16 +14,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ChainTangents", "chain_layout", "pwl_derivative"]
+__all__ = ["ChainTangents", "chain_layout", "pwl_derivative", "row_softmax"]
 
 _PWL = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)  # derivative constant in the weights
 _Call = Tuple[nn.Module, Tensor, Tensor, Optional[Tensor]]
 
 
+def row_softmax(m: nn.Module) -> bool:
+    """``m`` is a softmax over the last dimension of (events, bins) (``VariableSoftmax`` too)."""
+    return isinstance(m, nn.Softmax) and m.dim in (-1, 1)
+
+
 def chain_layout(leaves: Sequence[nn.Module]) -> Optional[Tuple[List[int], List[List[int]], float]]:
     """``(linears, acts, inv_t)`` when ``leaves`` read ``Linear, [pwl]*, ..., Linear, Softmax``."""
-    if len(leaves) < 2 or not isinstance(leaves[0], nn.Linear) or not isinstance(leaves[-1], nn.Softmax) \
-            or leaves[-1].dim not in (-1, 1) or not isinstance(leaves[-2], nn.Linear):
+    if len(leaves) < 2 or not isinstance(leaves[0], nn.Linear) or not row_softmax(leaves[-1]) \
+            or not isinstance(leaves[-2], nn.Linear):
         return None
     linears: List[int] = []
     acts: List[List[int]] = []

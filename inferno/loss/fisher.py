@@ -39,12 +39,16 @@ def asimov_fisher(jac: Tensor, nu: Tensor) -> Tensor:
     return (jac / nu) @ jac.transpose(-1, -2)
 
 
-def cholesky_ok(fisher: Tensor) -> Tuple[Tensor, Tensor]:
-    """The Cholesky factor of ``fisher`` and whether it is positive definite and not
-    numerically singular (a 0-dim bool tensor: no host synchronisation)."""
+def cholesky_ok(fisher: Tensor, positive: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The Cholesky factor of ``fisher`` and whether it is finite, positive definite and not
+    numerically singular, and every entry of ``positive`` > 0: a 0-dim bool tensor (no host
+    synchronisation), one reduction (``x * 0 + 1`` is NaN for NaN and inf, which fail ``> 0``)."""
     chol, info = torch.linalg.cholesky_ex(fisher)
     d = chol.diagonal()
-    return chol, (info == 0) & (d * d >= _SINGULAR * fisher.diagonal()).all()
+    parts = [d * d - _SINGULAR * fisher.diagonal(), fisher.reshape(-1) * 0.0 + 1.0]
+    if positive is not None:
+        parts.append(positive.reshape(-1))
+    return chol, (info == 0) & (torch.cat(parts).amin() > 0)
 
 
 def poi_block(chol: Tensor, poi: Sequence[int], kind: str = "variance", which: int = 0) -> Tensor:
@@ -105,11 +109,7 @@ def _asimov(nom: Tensor, shifts: Tensor, var: Tensor, k: dict) -> Tuple[Tensor, 
     fisher = torch.addmm(C, jac / nu, jac.T)
     if k["embed"] is not None:
         fisher = k["fixed_full"].index_put(k["embed"], fisher, accumulate=True)
-    chol, info = torch.linalg.cholesky_ex(fisher)
-    d = chol.diagonal()
-    # positive definite, not numerically singular (cholesky_ok), positive counts, finite (x * 0 + 1 is NaN
-    # for NaN and inf); one reduction
-    ok = (info == 0) & (torch.cat([d * d - _SINGULAR * fisher.diagonal(), nu, fisher.reshape(-1) * 0.0 + 1.0]).amin() > 0)
+    chol, ok = cholesky_ok(fisher, positive=nu)  # and positive counts
     E = k["E"]  # the columns of the POIs
     U = torch.cholesky_solve(E, chol)  # I^-1 E
     V = E.T @ U

@@ -8,7 +8,7 @@ open in torch 2.13).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -42,14 +42,12 @@ _SOFTMAX = {F.softmax, torch.softmax, Tensor.softmax, torch.special.softmax}
 _LOG_SOFTMAX = {F.log_softmax, torch.log_softmax, Tensor.log_softmax, torch.special.log_softmax}
 
 
-def dual_pass(graph: bool) -> Any:
+@contextlib.contextmanager
+def dual_pass(graph: bool) -> Iterator[None]:
     """The context of a forward-mode pass: a dual level, with :class:`_ComposedSoftmax` when
     the tangents are differentiated again (``graph``)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(fwAD.dual_level())
-    if graph:
-        stack.enter_context(_ComposedSoftmax())
-    return stack
+    with fwAD.dual_level(), (_ComposedSoftmax() if graph else contextlib.nullcontext()):
+        yield
 
 
 def jvp(f: Callable[[Tensor], Tensor], x: Tensor, t: Tensor, with_graph: bool) -> Tensor:

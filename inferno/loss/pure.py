@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from . import tangents as tg
 from .analysis import Analysis
+from .chain import row_softmax
 from .checks import _check_batch, _check_shape, _diagnose, _soft_ok, _weight_column
 from .fisher import AsimovPoiLoss
 
@@ -144,8 +145,7 @@ def _loss(analysis: Analysis, net: nn.Module, x: Tensor, labels: Tensor, w: Opti
         w2 = torch.zeros(n_p, n_bins, dtype=DTYPE, device=dev).index_add(
             0, slot.clamp_max(n_p - 1), torch.where((slot < n_p).unsqueeze(-1), wy * wy, 0.0))
     # outputs recorded as a row softmax's are soft bin assignments (NaN and inf fail the Fisher checks)
-    soft = bool(calls) and isinstance(calls[-1][0], nn.Softmax) and calls[-1][0].dim in (-1, 1)
-    local_ok = mine = label_ok if soft else label_ok & _soft_ok(y)
+    local_ok = mine = label_ok if calls and row_softmax(calls[-1][0]) else label_ok & _soft_ok(y)
     if reduce is not None:  # a global batch: the sums of every shard (differentiable), one collective
         count, sumw, hist, sums, w2, local_ok = _reduced(reduce, count, sumw, hist, sums, w2, local_ok)
     c = 1.0 / (1.0 + n_bins * analysis.eps)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad as fwAD
 from torch.nn import functional as F
 
-from .chain import ChainTangents, chain_layout, pwl_derivative
+from .chain import ChainTangents, chain_layout, pwl_derivative, row_softmax
 from .checks import _check_batch
 from .forward_mode import dual_pass, jvp
 
@@ -63,7 +63,7 @@ def _has_rule(m: nn.Module) -> bool:
     if isinstance(m, _ELEMENTWISE):
         return not getattr(m, "inplace", False)  # the rule reads the leaf's input
     if isinstance(m, nn.Softmax):
-        return m.dim in (-1, 1)
+        return row_softmax(m)
     if isinstance(m, nn.AlphaDropout):
         return not m.training or m.p == 0
     return False
@@ -198,7 +198,8 @@ def _leaf_tangent(call: _Call, rows: Tensor, t: Tensor) -> Tensor:
 def weighted_sums(t: Tensor, a: Optional[Tensor], pidx: Tensor, n_proc: int) -> Tensor:
     """(K, m, bins) tangents -> (K, n_proc, bins) per-process sums with weights ``a`` (K or 1, m;
     None: unit weights)."""
-    return t.new_zeros(t.shape[0], n_proc, t.shape[-1]).index_add(1, pidx, t if a is None else t * a.to(t.dtype).unsqueeze(-1))
+    src = t if a is None else t * a.to(t.dtype).unsqueeze(-1)
+    return t.new_zeros(t.shape[0], n_proc, t.shape[-1]).index_add(1, pidx, src)
 
 
 def split_stage(leaves: List[nn.Module]) -> int:
